@@ -1,0 +1,1 @@
+"""One module per ``mmrec`` subcommand; each exposes ``register(subparsers)``."""

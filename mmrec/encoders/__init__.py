@@ -1,0 +1,34 @@
+"""Encoders: text (sentence-transformers), image (open_clip), embedding cache, item features.
+
+Importing this package loads no model and no heavy library; the classes are
+resolved lazily on first attribute access.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from mmrec.encoders.config import (EncodersConfig, ImageEncoderConfig, LoRAConfig,  # noqa: F401
+                                   TextEncoderConfig)
+
+_LAZY = {
+    "TextEncoder": "mmrec.encoders.text",
+    "item_texts": "mmrec.encoders.text",
+    "ImageEncoder": "mmrec.encoders.image",
+    "assemble_offline_clip": "mmrec.encoders.image",
+    "load_image": "mmrec.encoders.image",
+    "EmbeddingCache": "mmrec.encoders.cache",
+    "embed_with_cache": "mmrec.encoders.cache",
+    "CacheStats": "mmrec.encoders.cache",
+    "ItemFeatures": "mmrec.encoders.features",
+    "embed_catalog": "mmrec.encoders.features",
+}
+
+__all__ = ["EncodersConfig", "TextEncoderConfig", "ImageEncoderConfig", "LoRAConfig", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmrec.encoders' has no attribute {name!r}")

@@ -1,0 +1,20 @@
+"""FAISS retrieval over item vectors with stable string item ids.
+
+``ItemIndex`` wraps any FAISS factory index (Flat, HNSW, IVF-PQ, on-disk IVF)
+behind string ids, add/replace/remove, filtered batch search and atomic,
+fingerprint-checked save/load.
+"""
+from __future__ import annotations
+
+from mmrec.index.config import IndexConfig
+from mmrec.index.errors import IndexFileError, IndexMismatchError, ItemIndexError, UnknownItemError
+from mmrec.index.item_index import ItemIndex
+
+__all__ = [
+    "IndexConfig",
+    "ItemIndex",
+    "ItemIndexError",
+    "IndexMismatchError",
+    "IndexFileError",
+    "UnknownItemError",
+]

@@ -1,0 +1,28 @@
+"""Shared test set-up: offline hubs, the real data under ../shared/data, a private MMREC_HOME."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MMREC_DATA_HOME", str((REPO.parent / "shared" / "data").resolve()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mmrec_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Everything the tests write goes to a fresh MMREC_HOME, never the user's cache."""
+    home = Path(os.environ.get("MMREC_TEST_HOME") or tmp_path_factory.mktemp("mmrec_home"))
+    os.environ["MMREC_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def data_home() -> Path:
+    root = Path(os.environ["MMREC_DATA_HOME"])
+    if not (root / "ml-100k" / "ml-100k.zip").is_file():
+        pytest.fail(f"real data not found under MMREC_DATA_HOME={root}; point it at the shared data folder")
+    return root
