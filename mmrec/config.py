@@ -18,7 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mmrec.encoders.config import EncodersConfig
 from mmrec.errors import ConfigError
+from mmrec.index.config import IndexConfig
+from mmrec.model.config import LossConfig, ModelConfig
+from mmrec.train.config import PairSource, TrainConfig  # noqa: F401  (re-exported for configs)
 
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl", "json", "sequences")
 
@@ -90,12 +94,35 @@ class SplitConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation settings. ``exclude_history`` masks a user's history from the ranking
+    (RecBole does not for sequential models, so the default matches it)."""
+
+    exclude_history: bool = False
+    ks: List[int] = field(default_factory=lambda: [10, 20])
+    batch_size: int = 512
+    protocols: List[str] = field(default_factory=lambda: ["warm", "cold"])
+
+    def __post_init__(self) -> None:
+        _require(len(self.ks) > 0 and all(k > 0 for k in self.ks), f"eval.ks must be positive, got {self.ks}")
+        _require(self.batch_size > 0, f"eval.batch_size must be > 0, got {self.batch_size}")
+        bad = [p for p in self.protocols if p not in ("warm", "cold", "all")]
+        _require(not bad, f"eval.protocols: unknown {bad}; use warm, cold, all")
+
+
+@dataclass
 class Config:
     """Everything a run needs."""
 
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
 
 def _schema_error(exc: OmegaConfBaseException, source: str) -> ConfigError:

@@ -26,3 +26,18 @@ def data_home() -> Path:
     if not (root / "ml-100k" / "ml-100k.zip").is_file():
         pytest.fail(f"real data not found under MMREC_DATA_HOME={root}; point it at the shared data folder")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(_mmrec_home: Path, data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny text-only run (configs/tiny.yaml, 20 steps), trained once per session.
+
+    Shared: copy it (without ``checkpoints``/``serving``) before writing into it (onboarding, index builds).
+    """
+    from mmrec.config import load_config
+    from mmrec.train.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    Trainer(load_config(REPO / "configs" / "tiny.yaml"), str(out)).train()
+    return out
+

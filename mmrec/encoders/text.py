@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
 from mmrec.encoders.config import DEFAULT_TEXT_MODEL, TextEncoderConfig, template_fields
 from mmrec.encoders.hashing import folder_weights_hash, json_hash, state_dict_hash
@@ -47,10 +48,13 @@ def resolve_text_model(name: str) -> str:
 def _field_value(value: Any, list_separator: str) -> str:
     if value is None:
         return ""
-    if isinstance(value, float) and np.isnan(value):
-        return ""
     if isinstance(value, (list, tuple, np.ndarray)):
         return list_separator.join(s for s in (str(v).strip() for v in value if v is not None) if s)
+    try:
+        if bool(pd.isna(value)):  # None, NaN, pd.NA, NaT
+            return ""
+    except (TypeError, ValueError):
+        pass
     return " ".join(str(value).split())  # collapse whitespace/newlines inside a field
 
 

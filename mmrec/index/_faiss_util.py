@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -58,8 +59,8 @@ def first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
-    line = lines[0]
-    return line.split("Error: ", 1)[1] if "Error: " in line else line
+    line = re.sub(r"^Error in .*? at \S+:\d+: ", "", lines[0])
+    return line.split("Error: ", 1)[1] if line.startswith("Error: ") else line
 
 
 def base_of(index: faiss.Index) -> faiss.Index:
@@ -93,6 +94,26 @@ def supports_removal(index: faiss.Index) -> bool:
     if isinstance(top, (faiss.IndexIDMap2, faiss.IndexIDMap)):
         return isinstance(faiss.downcast_index(top.index), faiss.IndexFlatCodes)
     return supports_native_ids(top)
+
+
+def disable_polysemous_training(index: faiss.Index) -> None:
+    """Turn off polysemous PQ training, which ``index_factory`` enables for 8-bit PQ.
+
+    It re-orders PQ codes for Hamming-distance pre-filtering, which mmrec
+    never uses, and it dominates training time (tens of seconds for a few
+    thousand vectors).
+    """
+    node = faiss.downcast_index(index)
+    while node is not None:
+        if hasattr(node, "do_polysemous_training"):
+            node.do_polysemous_training = False
+        inner = None
+        for attr in ("index", "base_index"):
+            if isinstance(node, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform, faiss.IndexRefine)):
+                inner = getattr(node, attr, None)
+                if inner is not None:
+                    break
+        node = faiss.downcast_index(inner) if inner is not None else None
 
 
 def ivf_of(index: faiss.Index) -> Optional[faiss.IndexIVF]:

@@ -135,6 +135,7 @@ class ItemIndex:
                     f"index.on_disk does not support fast-scan IVF codes ({cfg.factory!r}); "
                     "use plain PQ (e.g. 'IVF1024,PQ32') for on-disk lists"
                 )
+        fu.disable_polysemous_training(base)
         if fu.supports_native_ids(base):
             return base
         return faiss.IndexIDMap2(base)
@@ -225,6 +226,7 @@ class ItemIndex:
         for item_id in ids:
             if not isinstance(item_id, str) or not item_id:
                 raise MMRecError(f"item ids must be non-empty strings, got {item_id!r}")
+        ids = [str(i) for i in ids]  # plain str, not numpy.str_
         if len(set(ids)) != len(ids):
             dups = sorted(i for i, c in Counter(ids).items() if c > 1)
             raise MMRecError(f"duplicate item ids in one batch: {_show(dups)}")

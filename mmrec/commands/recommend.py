@@ -1,0 +1,142 @@
+"""``mmrec recommend``, ``mmrec similar`` and ``mmrec onboard``: the Recommender from the shell."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mmrec.commands._serving import add_run_args, load_recommender
+from mmrec.commands.common import print_json
+from mmrec.errors import MMRecError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("recommend", help="recommend items for a user, a history, or every user")
+    add_run_args(r)
+    who = r.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a known user id (their stored history is used)")
+    who.add_argument("--history", help="comma-separated item ids, oldest first (a live history)")
+    who.add_argument("--all-users", action="store_true", help="every known user (batch export; needs --out)")
+    r.add_argument("--k", type=int, default=10, help="how many items (default 10)")
+    r.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
+    r.add_argument("--explain", action="store_true", help="add the history items each recommendation is closest to")
+    r.add_argument("--query-text", default=None, help="fallback for users without a usable history")
+    r.add_argument("--out", default=None, help="--all-users: output file (.parquet or .csv)")
+    r.add_argument("--batch-size", type=int, default=256)
+    r.add_argument("--json", action="store_true", help="print JSON only on stdout")
+    r.set_defaults(func=_recommend)
+
+    s = sub.add_parser("similar", help="items similar to an item, a text or an image")
+    add_run_args(s)
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--item", help="an item id")
+    q.add_argument("--text", help="free text, embedded by the run's text encoder")
+    q.add_argument("--image", help="an image file, embedded by the run's image encoder")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--json", action="store_true", help="print JSON only on stdout")
+    s.set_defaults(func=_similar)
+
+    o = sub.add_parser("onboard", help="add or replace items from a .jsonl / .json / .csv / .parquet file",
+                       description="Embed items and add them to the run's serving index (persisted under "
+                                   "<run>/serving). Exit status 1 if any item failed (the summary lists why).")
+    add_run_args(o)
+    o.add_argument("file", help="items with item_id and any of title, description, categories, image")
+    o.add_argument("--batch-size", type=int, default=512, help="items embedded per step")
+    o.add_argument("--json", action="store_true", help="print the summary as JSON only on stdout")
+    o.set_defaults(func=_onboard)
+
+
+def _print_items(items: list[dict]) -> None:
+    if not items:
+        sys.stdout.write("(no items)\n")
+    for rank, it in enumerate(items, 1):
+        sys.stdout.write(f"{rank:>3}. {it['item_id']:<12} {it['score']:>10.4f}  {it['title']}\n")
+        for b in it.get("because", []):
+            sys.stdout.write(f"{'':>5}because of {b['item_id']} ({b['similarity']:.3f}) {b['title']}\n")
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise MMRecError(f"--k must be >= 1, got {args.k}")
+    if args.all_users and not args.out:
+        raise MMRecError("--all-users needs --out FILE (.parquet or .csv)")
+    rec = load_recommender(args)
+    exclude = not args.include_seen
+    if args.all_users:
+        return _export(rec, args, exclude)
+    history = None if args.history is None else [h.strip() for h in args.history.split(",") if h.strip()]
+    items = rec.recommend(user_id=args.user, history=history, k=args.k, exclude_seen=exclude,
+                          explain=args.explain, query_text=args.query_text)
+    if args.json:
+        print_json({"user_id": args.user, "history": history, "k": args.k, "items": items})
+    else:
+        _print_items(items)
+    return 0
+
+
+def _export(rec: object, args: argparse.Namespace, exclude: bool) -> int:
+    import pandas as pd
+
+    from mmrec.atomic import atomic_path
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise MMRecError(f"--out {out}: use a .parquet or .csv file name")
+    users = rec.users  # type: ignore[attr-defined]
+    results = rec.recommend_batch(user_ids=users, k=args.k, exclude_seen=exclude,  # type: ignore[attr-defined]
+                                  batch_size=args.batch_size, show_progress=True)
+    rows = [(u, rank, it["item_id"], it["score"], it["title"], it["source"])
+            for u, items in zip(users, results) for rank, it in enumerate(items, 1)]
+    df = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score", "title", "source"])
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+    summary = {"out": str(out), "users": len(users), "rows": len(df), "k": args.k}
+    if args.json:
+        print_json(summary)
+    else:
+        sys.stdout.write(f"wrote {len(df)} recommendations for {len(users)} users to {out}\n")
+    return 0
+
+
+def _similar(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise MMRecError(f"--k must be >= 1, got {args.k}")
+    rec = load_recommender(args)
+    items = rec.similar_items(item_id=args.item, text=args.text, image=args.image, k=args.k)
+    if args.json:
+        print_json({"query": {"item_id": args.item, "text": args.text, "image": args.image}, "k": args.k,
+                    "items": items})
+    else:
+        _print_items(items)
+    return 0
+
+
+def _onboard(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from mmrec.serve.content import iter_chunks, read_items_file
+
+    rows = read_items_file(args.file)
+    rec = load_recommender(args)
+    total = {"added": [], "replaced": [], "failed": [], "warnings": [], "persisted": True}
+    with tqdm(total=len(rows), desc="onboard", unit="item") as bar:
+        for chunk in iter_chunks(rows, max(1, args.batch_size)):
+            summary = rec.onboard(chunk)
+            for key in ("added", "replaced", "failed", "warnings"):
+                total[key].extend(summary[key])
+            total["persisted"] = total["persisted"] and summary["persisted"]
+            bar.update(len(chunk))
+    if args.json:
+        print_json({**total, "file": str(args.file), "items_served": len(rec)})
+    else:
+        sys.stdout.write(f"added {len(total['added'])}, replaced {len(total['replaced'])}, "
+                         f"failed {len(total['failed'])} ({len(rec)} items served)\n")
+        for f in total["failed"]:
+            sys.stdout.write(f"  failed {f['item_id']!r}: {f['reason']}\n")
+    return 0 if not total["failed"] else 1

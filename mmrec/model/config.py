@@ -1,0 +1,79 @@
+"""Model and objective hyper-parameters (the ``model:`` and ``loss:`` config sections)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmrec.errors import ConfigError
+
+FUSIONS = ("sum", "gated", "concat")
+PROJECTIONS = ("linear", "mlp")
+NEGATIVES = ("all", "uniform", "log_uniform")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    """Item tower + sequence transformer.
+
+    ``use_text`` / ``use_image`` / ``use_id`` pick the item tower's inputs;
+    with all content off and ``use_id`` on, the model is an ID-only
+    SASRec/BERT4Rec-style baseline. ``id_dropout`` drops the ID embedding of a
+    share of items in training so content alone must score well (cold items
+    never have one). ``causal`` switches the transformer to left-to-right.
+    """
+
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    ffn_mult: int = 4
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
+    max_len: int = 50
+    projection: str = "linear"
+    fusion: str = "sum"
+    use_text: bool = True
+    use_image: bool = True
+    use_id: bool = False
+    id_dropout: float = 0.0
+    modality_dropout: float = 0.1
+    causal: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.dim > 0 and self.layers >= 0 and self.heads > 0, "model.dim/heads must be > 0 and layers >= 0")
+        _check(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        _check(self.ffn_mult > 0 and self.max_len >= 2, "model.ffn_mult must be > 0 and model.max_len >= 2")
+        for name in ("dropout", "attn_dropout", "id_dropout", "modality_dropout"):
+            v = getattr(self, name)
+            _check(0.0 <= v < 1.0, f"model.{name} must be in [0, 1), got {v}")
+        _check(self.fusion in FUSIONS, f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        _check(self.projection in PROJECTIONS, f"model.projection must be one of {PROJECTIONS}, got {self.projection!r}")
+        _check(self.use_text or self.use_image or self.use_id, "model: at least one of use_text/use_image/use_id")
+
+
+@dataclass
+class LossConfig:
+    """Masked-item (Cloze / next-item) and cross-modal contrastive objectives."""
+
+    masked_item_weight: float = 1.0
+    contrastive_weight: float = 0.1
+    mask_prob: float = 0.2
+    last_mask_share: float = 0.5
+    negatives: str = "all"
+    num_negatives: int = 1024
+    temperature: float = 0.07
+    learn_temperature: bool = True
+    contrastive_batch: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.masked_item_weight >= 0 and self.contrastive_weight >= 0, "loss weights must be >= 0")
+        _check(self.masked_item_weight + self.contrastive_weight > 0, "loss: at least one objective weight > 0")
+        _check(0.0 < self.mask_prob <= 1.0, f"loss.mask_prob must be in (0, 1], got {self.mask_prob}")
+        _check(0.0 <= self.last_mask_share <= 1.0, f"loss.last_mask_share must be in [0, 1], got {self.last_mask_share}")
+        _check(self.negatives in NEGATIVES, f"loss.negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        _check(self.num_negatives > 0, f"loss.num_negatives must be > 0, got {self.num_negatives}")
+        _check(self.temperature > 0, f"loss.temperature must be > 0, got {self.temperature}")
+        _check(self.contrastive_batch >= 2, f"loss.contrastive_batch must be >= 2, got {self.contrastive_batch}")

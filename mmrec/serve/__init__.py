@@ -1,0 +1,7 @@
+"""Serving: the pieces behind :class:`mmrec.Recommender` and the HTTP service.
+
+``rwlock`` (readers-writer lock), ``state`` (onboarded items persisted under
+``<run>/serving/``), ``content`` (reading items to onboard) and ``confine``
+(image paths confined to allowed roots) import no web framework; ``app``
+(FastAPI) is imported only by ``mmrec serve`` and needs the ``serve`` extra.
+"""

@@ -1,0 +1,211 @@
+"""The HTTP service (FastAPI): recommend, similar, onboard/remove items, health; OpenAPI at ``/docs``.
+
+Write endpoints (``POST``/``DELETE /items``) need the ``X-API-Key`` header when
+a key is configured. Requests are validated by pydantic models with bounds
+(422 on a bad payload), bodies over ``max_body_bytes`` get 413, user errors map
+to 4xx with the message, and anything unexpected to a plain 500 without a
+traceback. Image paths are accepted only inside the configured roots.
+Endpoints are synchronous functions, so FastAPI runs them in its thread pool;
+the :class:`~mmrec.Recommender`'s readers-writer lock makes queries and
+onboarding safe to run concurrently.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional, Sequence
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from mmrec import __version__
+from mmrec.errors import DataError, MMRecError
+from mmrec.index.errors import UnknownItemError
+from mmrec.serve.confine import PathNotAllowedError, confine, resolve_roots
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+MAX_K = 1000
+MAX_HISTORY = 1000
+MAX_ITEMS_PER_REQUEST = 1000
+MAX_DELETE = 10_000
+MAX_TEXT = 2000
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+K = Annotated[int, Field(ge=1, le=MAX_K, description="how many items to return")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Model):
+    """A known user's id and/or a live history (item ids, oldest first); neither gives the fallback."""
+
+    user_id: Optional[Id] = None
+    history: Optional[list[Id]] = Field(None, max_length=MAX_HISTORY)
+    k: K = 10
+    exclude_seen: bool = True
+    explain: bool = False
+    query_text: Optional[Text] = Field(None, description="fallback query for users with no usable history")
+
+
+class SimilarRequest(_Model):
+    """Exactly one of an item id, a text or an image path (inside the server's image roots)."""
+
+    item_id: Optional[Id] = None
+    text: Optional[Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]] = None
+    image: Optional[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = None
+    k: K = 10
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SimilarRequest":
+        if sum(x is not None for x in (self.item_id, self.text, self.image)) != 1:
+            raise ValueError("give exactly one of item_id, text or image")
+        return self
+
+
+class ItemIn(_Model):
+    item_id: Id
+    title: Optional[Annotated[str, StringConstraints(max_length=1000)]] = None
+    description: Optional[Annotated[str, StringConstraints(max_length=20_000)]] = None
+    categories: Optional[list[Annotated[str, StringConstraints(max_length=200)]]] = Field(None, max_length=100)
+    image: Optional[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = None
+    attributes: Optional[dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
+                              Annotated[str, StringConstraints(max_length=MAX_TEXT)]]] = Field(
+        None, max_length=50, description="extra text fields a text template may name (e.g. keywords)")
+
+
+class ItemsRequest(_Model):
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
+
+
+class DeleteRequest(_Model):
+    item_ids: list[Id] = Field(min_length=1, max_length=MAX_DELETE)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over ``max_bytes`` (by Content-Length, or counted while streaming)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _reject(self, scope: dict, receive: Any, send: Any) -> None:
+        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Sequence[str | Path] = (),
+               max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
+    """The FastAPI app serving ``recommender``. ``image_roots``: folders image paths may come from."""
+    roots = resolve_roots(image_roots)
+    rec = recommender
+    app = FastAPI(title="mmrec", version=__version__,
+                  description="Multimodal foundation-model recommendations: recommend, similar items, onboarding.")
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.state.recommender = rec
+
+    def require_key(x_api_key: Annotated[Optional[str], Header(alias="X-API-Key")] = None) -> None:
+        if api_key is None:
+            return
+        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "X-API-Key"})
+
+    def error(status: int, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(UnknownItemError)
+    async def _unknown(request: Request, exc: UnknownItemError) -> JSONResponse:
+        return error(404, exc)
+
+    @app.exception_handler(PathNotAllowedError)
+    async def _forbidden(request: Request, exc: PathNotAllowedError) -> JSONResponse:
+        return error(403, exc)
+
+    @app.exception_handler(MMRecError)
+    async def _user_error(request: Request, exc: MMRecError) -> JSONResponse:
+        return error(400, exc)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    @app.get("/health", summary="liveness and what is served")
+    def health() -> dict:
+        info = rec.info()
+        info["run"] = Path(info["run"]).name
+        return {"status": "ok", "version": __version__, **info}
+
+    @app.post("/recommend", summary="top-k items for a user or a live history")
+    def recommend(req: RecommendRequest) -> dict:
+        items = rec.recommend(user_id=req.user_id, history=req.history, k=req.k, exclude_seen=req.exclude_seen,
+                              explain=req.explain, query_text=req.query_text)
+        return {"user_id": req.user_id, "items": items}
+
+    @app.post("/similar", summary="items similar to an item, a text or an image")
+    def similar(req: SimilarRequest) -> dict:
+        image = str(confine(req.image, roots)) if req.image is not None else None
+        try:
+            items = rec.similar_items(item_id=req.item_id, text=req.text, image=image, k=req.k)
+        except DataError as exc:  # a corrupt image: name the client's path, not the server's
+            raise HTTPException(400, f"cannot read image {req.image!r}") from exc
+        return {"items": items}
+
+    @app.post("/items", summary="onboard (add or replace) items", dependencies=[Depends(require_key)])
+    def add_items(req: ItemsRequest) -> dict:
+        records, failed = [], []
+        for item in req.items:
+            rec_ = item.model_dump(exclude_none=True, exclude={"attributes"})
+            rec_.update(item.attributes or {})
+            if item.image is not None:
+                try:
+                    rec_["image"] = str(confine(item.image, roots))
+                except PathNotAllowedError as exc:
+                    failed.append({"item_id": item.item_id, "reason": str(exc)})
+                    continue
+            records.append(rec_)
+        summary = rec.onboard(records) if records else {"added": [], "replaced": [], "failed": [],
+                                                        "warnings": [], "persisted": True}
+        summary["failed"] = failed + summary["failed"]
+        summary["items_served"] = len(rec)
+        return summary
+
+    @app.delete("/items", summary="remove items from results", dependencies=[Depends(require_key)])
+    def delete_items(req: DeleteRequest) -> dict:
+        out = rec.remove(req.item_ids)
+        out["items_served"] = len(rec)
+        return out
+
+    return app

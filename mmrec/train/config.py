@@ -1,0 +1,74 @@
+"""Training-loop settings (the ``train:`` config section)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from mmrec.errors import ConfigError
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("no", "bf16", "fp16", "auto")
+
+
+@dataclass
+class PairSource:
+    """An image-text catalog mixed into pretraining for the contrastive objective."""
+
+    dataset: str = "openclipart"
+    weight: float = 1.0
+    max_items: int = 0  # 0 = all items with both modalities
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, validation, checkpointing.
+
+    ``batch_size`` is the *global* batch (split across processes and
+    accumulation steps). ``max_steps`` caps training; ``epochs`` is the
+    nominal length the schedule is planned for.
+    """
+
+    stage: str = "pretrain"
+    epochs: int = 20
+    max_steps: int = 0
+    batch_size: int = 128
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    clip_norm: float = 1.0
+    mixed_precision: str = "auto"
+    eval_every: int = 200
+    eval_batch_size: int = 512
+    patience: int = 5
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    log_every: int = 20
+    output_dir: Optional[str] = None
+    init_from: Optional[str] = None
+    log_with: Optional[str] = None
+    pair_sources: List[PairSource] = field(default_factory=list)
+    include_dataset_pairs: bool = True
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        def check(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+        check(self.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {self.stage!r}")
+        check(self.epochs > 0 or self.max_steps > 0, "train.epochs or train.max_steps must be > 0")
+        check(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
+        check(self.batch_size > 0 and self.grad_accum > 0, "train.batch_size and train.grad_accum must be > 0")
+        check(self.lr > 0 and self.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0")
+        check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check(self.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}")
+        check(self.clip_norm >= 0, "train.clip_norm must be >= 0 (0 = off)")
+        check(self.eval_every > 0 and self.eval_batch_size > 0, "train.eval_every and eval_batch_size must be > 0")
+        check(self.patience > 0, "train.patience must be > 0")
+        check(self.checkpoint_every > 0 and self.keep_last > 0, "train.checkpoint_every and keep_last must be > 0")
+        check(self.log_every > 0, "train.log_every must be > 0")
+        check(self.num_threads >= 0, "train.num_threads must be >= 0")
+        for s in self.pair_sources:
+            check(s.weight > 0, f"train.pair_sources: weight of {s.dataset!r} must be > 0")
