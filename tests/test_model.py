@@ -153,3 +153,16 @@ def test_one_step_reduces_the_masked_item_loss():
         opt.step()
         losses.append(out["loss"].item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_causal_model_with_left_padding_gives_finite_scores():
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=16, layers=2, heads=2, max_len=8, dropout=0.0, attn_dropout=0.0, causal=True)
+    m = MMRecModel(cfg, LossConfig(), n_items=10, text_dim=6)
+    m.set_features(torch.randn(10, 6).numpy(), None, np.ones(10, bool), None)
+    m.eval()
+    u = m.user_vectors(torch.tensor([[-1, -1, -1, -1, -1, 3, 4, 5], [-1] * 7 + [2]]))
+    assert torch.isfinite(u).all()
+    m.train()
+    out = m(torch.tensor([[-1, -1, 1, 2]]), torch.tensor([[False, False, True, True]]), torch.tensor([[-1, 1, 2, 3]]))
+    assert torch.isfinite(out["loss"])

@@ -1,4 +1,5 @@
-"""Encoders: text (sentence-transformers), image (open_clip), embedding cache, item features.
+"""Encoders: text (sentence-transformers), image (open_clip), LoRA (peft), embedding cache, item features,
+cross-modal alignment heads.
 
 Importing this package loads no model and no heavy library; the classes are
 resolved lazily on first attribute access.
@@ -21,6 +22,14 @@ _LAZY = {
     "CacheStats": "mmrec.encoders.cache",
     "ItemFeatures": "mmrec.encoders.features",
     "embed_catalog": "mmrec.encoders.features",
+    "apply_lora": "mmrec.encoders.lora",
+    "save_lora": "mmrec.encoders.lora",
+    "load_lora": "mmrec.encoders.lora",
+    "merge_lora": "mmrec.encoders.lora",
+    "AlignConfig": "mmrec.encoders.align",
+    "load_align_config": "mmrec.encoders.align",
+    "run_alignment": "mmrec.encoders.align",
+    "load_alignment_heads": "mmrec.encoders.align",
 }
 
 __all__ = ["EncodersConfig", "TextEncoderConfig", "ImageEncoderConfig", "LoRAConfig", *_LAZY]

@@ -42,6 +42,12 @@ def _text_holder(encoder: Any) -> Tuple[Any, str]:
         first = st[0]
     except Exception as exc:
         raise MMRecError(f"LoRA on the text tower needs a SentenceTransformer, got {type(st).__name__}") from exc
+    import inspect
+
+    # sentence-transformers >= 6 keeps the HF model in ``.model`` (``auto_model`` is a read-only alias);
+    # older versions store it as the ``auto_model`` attribute
+    if isinstance(inspect.getattr_static(type(first), "auto_model", None), property) and hasattr(first, "model"):
+        return first, "model"
     if not hasattr(first, "auto_model"):
         raise MMRecError(f"LoRA on the text tower: first module {type(first).__name__} has no HF auto_model")
     return first, "auto_model"

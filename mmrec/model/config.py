@@ -23,7 +23,8 @@ class ModelConfig:
     with all content off and ``use_id`` on, the model is an ID-only
     SASRec/BERT4Rec-style baseline. ``id_dropout`` drops the ID embedding of a
     share of items in training so content alone must score well (cold items
-    never have one). ``causal`` switches the transformer to left-to-right.
+    never have one). ``causal`` (the default) trains left-to-right next-item
+    prediction; ``causal=False`` is the bidirectional masked-item (Cloze) model.
     """
 
     dim: int = 64
@@ -37,10 +38,10 @@ class ModelConfig:
     fusion: str = "sum"
     use_text: bool = True
     use_image: bool = True
-    use_id: bool = False
-    id_dropout: float = 0.0
+    use_id: bool = True
+    id_dropout: float = 0.1
     modality_dropout: float = 0.1
-    causal: bool = False
+    causal: bool = True
 
     def __post_init__(self) -> None:
         _check(self.dim > 0 and self.layers >= 0 and self.heads > 0, "model.dim/heads must be > 0 and layers >= 0")

@@ -41,13 +41,18 @@ class SequenceEncoder(nn.Module):
         x = self.drop(self.in_norm(x + self.pos(slots).unsqueeze(0)))
         x = x.masked_fill(pad.unsqueeze(-1), 0.0)
         if self.layers is not None:
-            attn_mask = None
             if self.cfg.causal:
-                attn_mask = torch.triu(torch.ones(L, L, dtype=torch.bool, device=x.device), 1)
-            # a fully padded row would give NaN attention; let such rows see themselves
-            key_pad = pad.clone()
-            empty = key_pad.all(1)
-            if empty.any():
-                key_pad[empty, -1] = False
-            x = self.layers(x, mask=attn_mask, src_key_padding_mask=key_pad)
+                # future positions and padding keys are hidden; every query keeps itself, so a
+                # padding query (which has only padding before it) never gets an all -inf row (NaN)
+                eye = torch.eye(L, dtype=torch.bool, device=x.device)
+                future = torch.triu(torch.ones(L, L, dtype=torch.bool, device=x.device), 1)
+                blocked = future.unsqueeze(0) | (pad.unsqueeze(1) & ~eye)
+                x = self.layers(x, mask=blocked.repeat_interleave(self.cfg.heads, 0))
+            else:
+                # a fully padded row would give NaN attention; let such rows see themselves
+                key_pad = pad.clone()
+                empty = key_pad.all(1)
+                if empty.any():
+                    key_pad[empty, -1] = False
+                x = self.layers(x, src_key_padding_mask=key_pad)
         return self.out_norm(x)

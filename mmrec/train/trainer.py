@@ -159,6 +159,9 @@ class Trainer:
         self.model, self.opt = self.acc.prepare(model, opt)
         self.state = {"step": 0, "epoch": 0, "batch": 0, "best_metric": -1.0, "best_step": -1,
                       "bad_evals": 0, "stopped_early": False, "samples": 0}
+        if not self.resume and ckpt.list_checkpoints(self.out):
+            raise MMRecError(f"{self.out} already holds checkpoints of another run; pass --resume latest to "
+                             f"continue it, or choose a new --output-dir")
         if self.acc.is_main_process:
             self._write_run_files()
         if self.resume:
@@ -217,6 +220,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=st["step"], desc="train", disable=not self.acc.is_main_process,
                    dynamic_ncols=True)
         t0, seqs_seen = time.perf_counter(), 0
+        self.eval_seconds = 0.0
         running: List[float] = []
         done = st["step"] >= self.total_steps or st["stopped_early"]
         self.model.train()
@@ -277,10 +281,12 @@ class Trainer:
         """Validation NDCG@10; saves ``best/`` on improvement. Returns True when patience runs out."""
         cfg, st = self.cfg, self.state
         unwrapped = self.acc.unwrap_model(self.model)
+        t_eval = time.perf_counter()
         with torch.no_grad():
             metrics = evaluate_scores(model_scorer(unwrapped), self.valid, cfg.eval.exclude_history, cfg.eval.ks,
                                       cfg.eval.batch_size, self.rank, self.world, self._gather_ranks)
         self.model.train()
+        self.eval_seconds += time.perf_counter() - t_eval
         key = "ndcg@10" if "ndcg@10" in metrics else f"ndcg@{cfg.eval.ks[0]}"
         value = metrics[key]
         self._log({"step": st["step"], "epoch": st["epoch"], **{f"valid_{k}": v for k, v in metrics.items()}})
@@ -332,7 +338,9 @@ class Trainer:
             "steps": self.state["step"], "epochs_started": self.state["epoch"] + 1,
             "best_step": self.state["best_step"], "best_valid_ndcg@10": self.state["best_metric"],
             "stopped_early": self.state["stopped_early"], "train_seconds": round(train_s, 2),
-            "sequences_per_s": round(seqs_seen / max(train_s, 1e-9), 2), "processes": self.world,
+            "validation_seconds": round(self.eval_seconds, 2),
+            "sequences_per_s": round(seqs_seen / max(train_s - self.eval_seconds, 1e-9), 2),
+            "processes": self.world,
             "device": str(self.acc.device), "mixed_precision": self.acc.mixed_precision,
             "exclude_history": cfg.eval.exclude_history, "test": results,
         }
