@@ -6,12 +6,22 @@ the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import functools
+import glob
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask (read once: reading it means setting it, which is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -26,6 +36,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -34,6 +45,19 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def moved_aside(target: str | os.PathLike[str]) -> Optional[Path]:
+    """The previous version :func:`atomic_dir` moved aside, if a crash left ``target`` missing (else None).
+
+    A kill between atomic_dir's two renames leaves no ``target`` but a complete
+    ``.<name>.old-<pid>`` beside it; readers may load that, writers restore it.
+    """
+    target = Path(target)
+    if target.exists():
+        return None
+    aside = [p for p in target.parent.glob(f".{glob.escape(target.name)}.old-*") if p.is_dir()]
+    return max(aside, key=lambda p: p.stat().st_mtime) if aside else None
 
 
 @contextlib.contextmanager
@@ -45,7 +69,11 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    aside = moved_aside(target)
+    if aside is not None:  # an earlier writer died between the two renames: put its old version back
+        os.replace(aside, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         old = None

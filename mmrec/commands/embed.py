@@ -34,8 +34,9 @@ def features_dir(dataset: str, modality: Optional[str] = None) -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="embed a dataset's catalog (text and/or images) through the embedding cache")
     p.add_argument("target", help="dataset name (e.g. ml-100k) or a config YAML")
-    p.add_argument("--modality", choices=("text", "image", "both"), default="both",
-                   help="which towers to run (default: both)")
+    p.add_argument("--modality", choices=("text", "image", "both"), default=None,
+                   help="which towers to run (default: the ones the config's model uses: "
+                        "model.use_text / model.use_image)")
     p.add_argument("--out", default=None, help="where to write the item features "
                                                "(default: $MMREC_HOME/features/<dataset>[-<modality>])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
@@ -61,6 +62,9 @@ def _embed(args: argparse.Namespace) -> int:
     from mmrec.encoders.features import embed_catalog
 
     cfg = config_from_target(args.target, args.overrides, args.config)
+    if args.modality is None:
+        use = (cfg.model.use_text, cfg.model.use_image)
+        args.modality = {(True, True): "both", (True, False): "text", (False, True): "image"}.get(use, "both")
     t0 = time.perf_counter()
     data = load_dataset(cfg.data)
     load_s = time.perf_counter() - t0

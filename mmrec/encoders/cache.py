@@ -203,7 +203,9 @@ class EmbeddingCache:
     def _remove_strays(d: Path, manifest: Dict[str, Any]) -> None:
         """Delete shard files no manifest names (left by a crash or a compaction)."""
         live = {s["file"] for s in manifest["shards"]}
-        for p in d.glob("shard-*.safetensors"):
+        # temp files of a writer killed mid-write (callers hold the lock, so no live writer owns one)
+        temps = list(d.glob(".shard-*.tmp")) + list(d.glob(f".{MANIFEST}.*.tmp"))
+        for p in list(d.glob("shard-*.safetensors")) + temps:
             if p.name not in live:
                 try:
                     p.unlink()

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import faiss
 import numpy as np
 
-from mmrec.atomic import atomic_dir, write_json
+from mmrec.atomic import atomic_dir, moved_aside, write_json
 from mmrec.errors import ConfigError, MMRecError
 from mmrec.index import _faiss_util as fu
 from mmrec.index.config import IndexConfig
@@ -649,6 +649,10 @@ class ItemIndex:
         fraction); factory, metric and on_disk must match the saved ones.
         """
         directory = Path(directory)
+        aside = moved_aside(directory)
+        if aside is not None:  # a save was killed between its two renames: the previous version is complete
+            log.warning("index %s is missing; loading the previous version left at %s", directory, aside)
+            directory = aside
         manifest_path = directory / MANIFEST
         if not manifest_path.is_file():
             raise IndexFileError(f"{directory} is not an mmrec index: {MANIFEST} is missing")

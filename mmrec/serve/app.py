@@ -12,11 +12,14 @@ onboarding safe to run concurrently.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional, Sequence
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -126,6 +129,15 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _json_safe(error: Any) -> Any:
+    """A validation error whose ``input`` is not strict JSON (inf, nan) gets the input's repr instead."""
+    try:
+        json.dumps(error.get("input"), allow_nan=False)
+        return error
+    except (TypeError, ValueError):
+        return {**error, "input": repr(error.get("input"))[:200]}
+
+
 def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Sequence[str | Path] = (),
                max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The FastAPI app serving ``recommender``. ``image_roots``: folders image paths may come from."""
@@ -144,6 +156,11 @@ def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Seq
 
     def error(status: int, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input, which fails to render (500) for a body like `Infinity` or `NaN`
+        return JSONResponse({"detail": jsonable_encoder([_json_safe(e) for e in exc.errors()])}, status_code=422)
 
     @app.exception_handler(UnknownItemError)
     async def _unknown(request: Request, exc: UnknownItemError) -> JSONResponse:

@@ -93,8 +93,11 @@ def step_dir(root: Path, step: int) -> Path:
 
 
 def prune(root: Path, keep_last: int) -> None:
+    """Keep the newest ``keep_last`` checkpoints; drop temp folders a killed writer left (one writer per run)."""
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in (root / "checkpoints").glob(".step-*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def resolve_resume(resume: str, output_dir: Path) -> Path:

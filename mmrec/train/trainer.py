@@ -142,6 +142,7 @@ class Trainer:
         self.sequences = train_sequences(self.data, self.space)
         if not self.sequences:
             raise MMRecError("no training sequences (every user has fewer than 2 training items)")
+        torch.manual_seed(cfg.seed)  # same initial weights in every process and every run of this config
         model = build_model(cfg, self.space, self.features)
         if cfg.train.init_from:
             self._init_from(model, Path(cfg.train.init_from))
@@ -198,7 +199,12 @@ class Trainer:
         folder = ckpt.resolve_resume(self.resume, self.out)
         weights, opt_state, sched_state, state = ckpt.load_checkpoint(folder)
         unwrapped = self.acc.unwrap_model(self.model)
-        missing, unexpected = unwrapped.load_state_dict(weights, strict=False)
+        try:
+            missing, unexpected = unwrapped.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            shapes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+            raise ckpt.CheckpointError(f"checkpoint {folder} does not fit this model (another model.dim / "
+                                       f"layers?): {shapes[:3] or str(exc).splitlines()[:1]}") from None
         if missing or unexpected:
             raise ckpt.CheckpointError(f"checkpoint {folder} does not fit this model "
                                        f"(missing {missing[:5]}, unexpected {unexpected[:5]})")

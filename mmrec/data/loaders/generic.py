@@ -111,8 +111,13 @@ def _catalog(spec: FileSpec, root: Path) -> Catalog:
     path = _resolve(spec, root, "catalog")
     df = _apply_mapping(read_table(path, _format_of(spec, path), spec.delimiter), spec, path, ["item_id"])
     if "categories" in df.columns:
-        df["categories"] = df["categories"].map(
-            lambda v: [s.strip() for s in v.split(spec.list_separator) if s.strip()] if isinstance(v, str) else v)
+        def split_categories(v: object) -> object:
+            if isinstance(v, str):
+                return [s.strip() for s in v.split(spec.list_separator) if s.strip()]
+            if isinstance(v, (bool, int, float)) and not (isinstance(v, float) and np.isnan(v)):
+                return [str(v)]  # a lone JSON number / bool is one category (not a bare TypeError later)
+            return v
+        df["categories"] = df["categories"].map(split_categories)
     if "image" in df.columns:
         base = path.parent
 
@@ -140,6 +145,11 @@ def _interactions(spec: FileSpec, root: Path) -> Interactions:
     ts = df["timestamp"]
     num = pd.to_numeric(ts, errors="coerce")
     if num.notna().all():
+        huge = np.flatnonzero(~np.isfinite(num.to_numpy(dtype="float64")) | (num.abs() >= 2**62).to_numpy())
+        if len(huge):
+            row = int(huge[0])
+            raise DataError(f"{path}: timestamp {ts.iloc[row]!r} in data row {row + 1} is out of range "
+                            f"({len(huge)} such rows); use unix seconds or ISO dates")
         df["timestamp"] = num.astype("int64")
     else:
         parsed = pd.to_datetime(ts, errors="coerce", utc=True)

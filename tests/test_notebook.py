@@ -1,0 +1,81 @@
+"""The example notebook: stored without outputs, and runs top to bottom headless (small settings)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for p in (REPO / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+MAIN = REPO / "notebooks" / "cross_modal_similarity.ipynb"
+
+
+def test_notebook_exists() -> None:
+    assert MAIN.is_file(), f"{MAIN} is missing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebooks_are_stored_without_outputs(path: Path) -> None:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    dirty = [i for i, c in enumerate(nb["cells"]) if c.get("cell_type") == "code"
+             and (c.get("outputs") or c.get("execution_count") is not None or "execution" in c.get("metadata", {}))]
+    assert not dirty, (f"{path.relative_to(REPO)} has outputs in cells {dirty}; "
+                       f"run: python scripts/strip_notebooks.py")
+
+
+def test_strip_script_check_mode(tmp_path: Path) -> None:
+    nb = {"cells": [{"cell_type": "code", "execution_count": 3, "metadata": {"execution": {}}, "source": "1",
+                     "outputs": [{"output_type": "stream", "name": "stdout", "text": "1\n"}]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    f = tmp_path / "x.ipynb"
+    f.write_text(json.dumps(nb))
+    script = str(REPO / "scripts" / "strip_notebooks.py")
+    assert subprocess.run([sys.executable, script, "--check", str(f)], capture_output=True).returncode == 1
+    assert subprocess.run([sys.executable, script, str(f)], capture_output=True).returncode == 0
+    assert subprocess.run([sys.executable, script, "--check", str(f)], capture_output=True).returncode == 0
+    cell = json.loads(f.read_text())["cells"][0]
+    assert cell["outputs"] == [] and cell["execution_count"] is None and "execution" not in cell["metadata"]
+
+
+def _kernelspec(root: Path) -> Path:
+    """A ``python3`` kernelspec that runs this interpreter (so the kernel sees the same venv and mmrec)."""
+    spec = root / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (tests)", "language": "python"}))
+    return root
+
+
+def test_notebook_executes(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("matplotlib")
+
+    monkeypatch.setenv("JUPYTER_PATH", str(_kernelspec(tmp_path / "jupyter")))
+    monkeypatch.setenv("MMREC_NB_SMALL", "1")
+    run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints", "serving"))
+    monkeypatch.setenv("MMREC_NB_RUN", str(run))            # reuse the session's tiny run, not train another
+    monkeypatch.setenv("MMREC_REPO", str(REPO))
+    monkeypatch.delenv("MPLBACKEND", raising=False)        # keep ipykernel's inline backend (figures as outputs)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    nb = nbformat.read(str(MAIN), as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
+                                     resources={"metadata": {"path": str(work)}})
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as exc:  # names the cell and shows its traceback
+        pytest.fail(f"notebook {MAIN.name} failed:\n{exc}")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, errors
+    images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                 if "image/png" in o.get("data", {}))
+    assert images >= 4, f"expected the notebook's figures, got {images} images"
