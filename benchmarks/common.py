@@ -39,6 +39,16 @@ def machine() -> Dict[str, Any]:
     return info
 
 
+def write_result(path: str | Path | None, result: Dict[str, Any]) -> Dict[str, Any]:
+    """Stamp ``result`` with machine, library versions and git commit; write it as JSON when ``path`` is set."""
+    import json
+    result = {**result, "machine": machine(), "versions": versions(), "git_commit": git_commit()}
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def markdown_table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -22,7 +22,7 @@ from mmrec.encoders.config import EncodersConfig
 from mmrec.errors import ConfigError
 from mmrec.index.config import IndexConfig
 from mmrec.model.config import LossConfig, ModelConfig
-from mmrec.train.config import PairSource, TrainConfig  # noqa: F401  (re-exported for configs)
+from mmrec.train.config import TrainConfig
 
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl", "json", "sequences")
 

@@ -15,7 +15,6 @@ changes (``channels_last``, a smaller input size).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform

@@ -15,17 +15,15 @@ and ``recommend`` latency through :class:`mmrec.Recommender`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import git_commit, machine, markdown_table, versions  # noqa: E402
+from benchmarks.common import markdown_table, write_result  # noqa: E402
 
 
 def real_vectors(datasets: list[str]) -> np.ndarray:
@@ -93,8 +91,8 @@ def bench_recommender(run: str, n_items: int) -> dict:
         t0 = time.perf_counter()
         rec.recommend(user_id=u, k=10)
         lat.append((time.perf_counter() - t0) * 1000)
-    data = rec.run
-    cat = __import__("mmrec.data.prepare", fromlist=["load_prepared"]).load_prepared(rec.cfg.data.name).catalog.df
+    from mmrec.data.prepare import load_prepared
+    cat = load_prepared(rec.cfg.data.name).catalog.df
     sample = cat.head(n_items)
     text_items = [{"item_id": f"bench-text-{i}", "title": t, "description": d}
                   for i, (t, d) in enumerate(zip(sample["title"], sample["description"]))]
@@ -156,11 +154,8 @@ def main() -> int:
         rec = bench_recommender(args.run, 100 if args.quick else 300)
         print("\n" + markdown_table([rec], list(rec)))
         result.update(rec)
-    result.update({"machine": machine(), "versions": versions(), "git_commit": git_commit(),
-                   "threads": args.threads or os.cpu_count()})
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    result["threads"] = args.threads or os.cpu_count()
+    write_result(args.json, result)
     return 0
 
 

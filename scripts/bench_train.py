@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO, git_commit, machine, markdown_table, versions  # noqa: E402
+from benchmarks.common import REPO, markdown_table, write_result  # noqa: E402
 
 
 def _free_port() -> int:
@@ -80,11 +80,8 @@ def main() -> int:
                                 "ratio_vs_1cpu", "peak_rss_mb", "train_seconds"]))
     result = {"benchmark": "train", "config": args.config, "quick": args.quick, "overrides": extra,
               "runs": rows, "sequences_per_s": rows[0]["sequences_per_s"], "peak_rss_mb": rows[0]["peak_rss_mb"],
-              "processes": rows[0]["processes"], "device": rows[0]["device"], "machine": machine(),
-              "versions": versions(), "git_commit": git_commit()}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+              "processes": rows[0]["processes"], "device": rows[0]["device"]}
+    write_result(args.json, result)
     return 0
 
 

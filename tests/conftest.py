@@ -41,3 +41,16 @@ def tiny_run(_mmrec_home: Path, data_home: Path, tmp_path_factory: pytest.TempPa
     Trainer(load_config(REPO / "configs" / "tiny.yaml"), str(out)).train()
     return out
 
+
+@pytest.fixture(scope="session")
+def mmrec_home(_mmrec_home: Path) -> Path:
+    """The session's private MMREC_HOME: models (e.g. the assembled open_clip model) are built once per session."""
+    return _mmrec_home
+
+
+@pytest.fixture(scope="session")
+def text_encoder(mmrec_home: Path):
+    """The packaged MiniLM text encoder, loaded once per session."""
+    from mmrec.encoders.text import TextEncoder
+
+    return TextEncoder()

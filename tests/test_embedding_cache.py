@@ -172,19 +172,6 @@ def test_dimension_mismatch_and_bad_fingerprint_raise(tmp_path):
 
 # -- with the real text encoder -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mmrec_home(_mmrec_home):
-    """The session's private MMREC_HOME (tests/conftest.py): the offline image model is assembled once per session."""
-    return _mmrec_home
-
-
-@pytest.fixture(scope="module")
-def text_encoder(mmrec_home):
-    from mmrec.encoders.text import TextEncoder
-
-    return TextEncoder()
-
-
 def _catalog(n: int) -> Catalog:
     rows = [{"item_id": f"i{i}", "title": f"Movie number {i}", "description": f"A story about the number {i}.",
              "categories": ["Drama"] if i % 2 else []} for i in range(n)]

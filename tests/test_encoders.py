@@ -30,19 +30,6 @@ KING_PENGUIN = 145  # ImageNet-1k class index
 # -- fixtures -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mmrec_home(_mmrec_home):
-    """The session's private MMREC_HOME (tests/conftest.py): the offline image model is assembled once per session."""
-    return _mmrec_home
-
-
-@pytest.fixture(scope="module")
-def text_encoder(mmrec_home):
-    from mmrec.encoders.text import TextEncoder
-
-    return TextEncoder()
-
-
-@pytest.fixture(scope="module")
 def image_encoder(mmrec_home):
     from mmrec.encoders.image import ImageEncoder
 

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from mmrec.model.config import LossConfig, ModelConfig
-from mmrec.model.item_tower import ItemTower
 from mmrec.model.losses import clip_loss, masked_item_loss
 from mmrec.model.seqrec import MMRecModel
 from mmrec.train.batches import EpochBatches, make_batch, right_align, windows_for_epoch

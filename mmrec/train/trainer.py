@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -30,7 +29,7 @@ from mmrec.errors import MMRecError
 from mmrec.eval.protocols import build_examples, evaluate_scores, model_scorer
 from mmrec.paths import runs_dir
 from mmrec.train import checkpoint as ckpt
-from mmrec.train.batches import EpochBatches, _rng
+from mmrec.train.batches import EpochBatches
 from mmrec.train.pairs import PairPool, build_pair_pool
 from mmrec.train.setup import ItemSpace, build_model, item_space, load_features, prepare_data, train_sequences
 

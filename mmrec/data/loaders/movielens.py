@@ -12,15 +12,13 @@ joined with title, genres, plot, director and cast.
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import logging
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
-import numpy as np
 import pandas as pd
 
 from mmrec.config import DataConfig
