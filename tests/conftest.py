@@ -9,7 +9,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MMREC_DATA_HOME", str((REPO.parent / "shared" / "data").resolve()))
+os.environ.setdefault("MMREC_DATA_HOME", str(REPO.parent / "shared" / "data"))
+# absolute, so subprocesses and notebook kernels started in other folders see the same data
+os.environ["MMREC_DATA_HOME"] = str(Path(os.environ["MMREC_DATA_HOME"]).resolve())
 
 
 @pytest.fixture(scope="session", autouse=True)
