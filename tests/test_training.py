@@ -90,8 +90,14 @@ def test_two_cpu_processes_with_accelerate_launch(tmp_path, data_home, full_run)
            str(REPO / "configs/accelerate/cpu_2proc.yaml"), "--main_process_port", str(_free_port()),
            str(REPO / "scripts/pretrain.py"), "--config", str(TINY), "--output-dir", str(out),
            "train.max_steps=6", "train.eval_every=3", "train.checkpoint_every=6", "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    if r.returncode != 0 and "terminate called" in r.stderr:
+        # seen once in ~10 runs: a worker aborted inside torch.distributed start-up (gloo), before any
+        # mmrec code ran a step; one retry on a fresh port tells that flake apart from a real failure
+        shutil.rmtree(out, ignore_errors=True)
+        cmd[cmd.index("--main_process_port") + 1] = str(_free_port())
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout)
     assert summary["processes"] == 2
