@@ -29,20 +29,20 @@ class TrainConfig:
     """
 
     stage: str = "pretrain"
-    epochs: int = 20
+    epochs: int = 40
     max_steps: int = 0
     batch_size: int = 128
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     schedule: str = "cosine"
     clip_norm: float = 1.0
     mixed_precision: str = "auto"
-    eval_every: int = 200
+    eval_every: int = 50
     eval_batch_size: int = 512
-    patience: int = 5
-    checkpoint_every: int = 500
+    patience: int = 6
+    checkpoint_every: int = 200
     keep_last: int = 2
     log_every: int = 20
     output_dir: Optional[str] = None
