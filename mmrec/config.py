@@ -9,7 +9,6 @@ is saved next to every artefact a run writes.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +18,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mmrec.encoders.config import EncodersConfig
-from mmrec.errors import ConfigError
+from mmrec.errors import ConfigError, require
 from mmrec.index.config import IndexConfig
 from mmrec.model.config import LossConfig, ModelConfig
 from mmrec.train.config import TrainConfig
 
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl", "json", "sequences")
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
 
 
 @dataclass
@@ -52,7 +46,7 @@ class FileSpec:
 
     def __post_init__(self) -> None:
         if self.format is not None:
-            _require(self.format in FILE_FORMATS, f"file format {self.format!r} is not one of {FILE_FORMATS}")
+            require(self.format in FILE_FORMATS, f"file format {self.format!r} is not one of {FILE_FORMATS}")
 
 
 @dataclass
@@ -71,10 +65,10 @@ class DataConfig:
     drop_unknown_items: bool = False
 
     def __post_init__(self) -> None:
-        _require(bool(self.name), "data.name must not be empty")
-        _require(self.user_core >= 0, f"data.user_core must be >= 0, got {self.user_core}")
-        _require(self.item_core >= 0, f"data.item_core must be >= 0, got {self.item_core}")
-        _require(self.max_field_chars > 0, f"data.max_field_chars must be > 0, got {self.max_field_chars}")
+        require(bool(self.name), "data.name must not be empty")
+        require(self.user_core >= 0, f"data.user_core must be >= 0, got {self.user_core}")
+        require(self.item_core >= 0, f"data.item_core must be >= 0, got {self.item_core}")
+        require(self.max_field_chars > 0, f"data.max_field_chars must be > 0, got {self.max_field_chars}")
 
 
 @dataclass
@@ -86,9 +80,9 @@ class SplitConfig:
     min_user_interactions: int = 3
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.cold_item_fraction < 1.0,
+        require(0.0 <= self.cold_item_fraction < 1.0,
                  f"split.cold_item_fraction must be in [0, 1), got {self.cold_item_fraction}")
-        _require(self.min_user_interactions >= 3,
+        require(self.min_user_interactions >= 3,
                  f"split.min_user_interactions must be >= 3 (train, valid and test need one event each), "
                  f"got {self.min_user_interactions}")
 
@@ -104,10 +98,10 @@ class EvalConfig:
     protocols: List[str] = field(default_factory=lambda: ["warm", "cold"])
 
     def __post_init__(self) -> None:
-        _require(len(self.ks) > 0 and all(k > 0 for k in self.ks), f"eval.ks must be positive, got {self.ks}")
-        _require(self.batch_size > 0, f"eval.batch_size must be > 0, got {self.batch_size}")
+        require(len(self.ks) > 0 and all(k > 0 for k in self.ks), f"eval.ks must be positive, got {self.ks}")
+        require(self.batch_size > 0, f"eval.batch_size must be > 0, got {self.batch_size}")
         bad = [p for p in self.protocols if p not in ("warm", "cold", "all")]
-        _require(not bad, f"eval.protocols: unknown {bad}; use warm, cold, all")
+        require(not bad, f"eval.protocols: unknown {bad}; use warm, cold, all")
 
 
 @dataclass
@@ -168,16 +162,6 @@ def load_config(path: str | os.PathLike[str] | None = None,
         raise _schema_error(exc, source if not overrides else f"{source} + overrides {list(overrides)}") from exc
 
 
-def to_dict(cfg: Any) -> Dict[str, Any]:
-    """The config as plain data (what gets saved beside artefacts)."""
-    return dataclasses.asdict(cfg)
-
-
 def to_yaml(cfg: Any) -> str:
     """The resolved config as YAML text."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def override_list(values: Optional[List[str]]) -> List[str]:
-    """Normalise CLI override arguments (``None`` -> ``[]``)."""
-    return list(values or [])

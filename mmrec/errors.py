@@ -21,3 +21,9 @@ class DataError(MMRecError):
 
 class DatasetNotFoundError(DataError):
     """The raw files of a dataset are not where mmrec looked for them."""
+
+
+def require(cond: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``cond`` holds (config ``__post_init__`` checks)."""
+    if not cond:
+        raise ConfigError(message)

@@ -11,7 +11,7 @@ import logging
 import tarfile
 import warnings
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Optional
 
 from PIL import Image
 
@@ -82,8 +82,3 @@ def is_readable_image(path: Optional[str | Path]) -> bool:
         return True
     except Exception:  # PIL raises many types for bad files
         return False
-
-
-def readable_images(paths: Iterable[Optional[str]]) -> Dict[str, bool]:
-    """Readability of each distinct path."""
-    return {str(p): is_readable_image(p) for p in set(paths) if p}

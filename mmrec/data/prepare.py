@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from mmrec import __version__
 from mmrec.atomic import atomic_dir, write_json
@@ -113,10 +113,3 @@ def load_prepared(name: str) -> PreparedData:
     return PreparedData(name, Catalog.from_parquet(folder / "catalog.parquet"),
                         Interactions.from_parquet(folder / "interactions.parquet"),
                         Split.load(folder), manifest, folder)
-
-
-def prepared_or_none(name: str) -> Optional[PreparedData]:
-    try:
-        return load_prepared(name)
-    except DataError:
-        return None

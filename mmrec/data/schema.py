@@ -85,11 +85,6 @@ class Catalog:
         """Image reference per item (``None`` where there is none)."""
         return [_as_optional_str(v) for v in self.df["image"]]
 
-    def text_of(self, row: pd.Series) -> str:
-        """All text of one item joined (title, description, categories)."""
-        parts = [row["title"], row["description"], ", ".join(row["categories"])]
-        return " ".join(p for p in parts if p)
-
     def has_text(self) -> pd.Series:
         """Boolean mask: item has any non-empty text field."""
         df = self.df

@@ -34,7 +34,7 @@ import numpy as np
 
 from mmrec.atomic import atomic_dir, write_json
 from mmrec.encoders.config import EncodersConfig, LoRAConfig
-from mmrec.errors import ConfigError, DataError, MMRecError
+from mmrec.errors import DataError, MMRecError, require
 from mmrec.paths import mmrec_home
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,6 @@ HEADS_FILE = "alignment_heads.safetensors"
 META_FILE = "alignment.json"
 KS = (1, 5, 10)
 DEFAULT_SOURCES = ("ml-100k", "hm-fashion", "openclipart")
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
 
 
 @dataclass
@@ -71,11 +66,11 @@ class AlignLoRAConfig:
     eval_max_per_source: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _require(32 <= self.image_size <= 1024, f"align.lora.image_size must be in [32, 1024], got {self.image_size}")
-        _require(self.pairs >= 2, f"align.lora.pairs must be >= 2, got {self.pairs}")
-        _require(self.steps >= 1, f"align.lora.steps must be >= 1, got {self.steps}")
-        _require(self.batch_size >= 2, f"align.lora.batch_size must be >= 2, got {self.batch_size}")
-        _require(self.lr > 0 and self.head_lr >= 0, "align.lora.lr must be > 0 and head_lr >= 0")
+        require(32 <= self.image_size <= 1024, f"align.lora.image_size must be in [32, 1024], got {self.image_size}")
+        require(self.pairs >= 2, f"align.lora.pairs must be >= 2, got {self.pairs}")
+        require(self.steps >= 1, f"align.lora.steps must be >= 1, got {self.steps}")
+        require(self.batch_size >= 2, f"align.lora.batch_size must be >= 2, got {self.batch_size}")
+        require(self.lr > 0 and self.head_lr >= 0, "align.lora.lr must be > 0 and head_lr >= 0")
 
 
 @dataclass
@@ -111,17 +106,17 @@ class AlignConfig:
     lora: AlignLoRAConfig = field(default_factory=AlignLoRAConfig)
 
     def __post_init__(self) -> None:
-        _require(len(self.sources) > 0, "align.sources must name at least one dataset")
-        _require(self.max_items_per_source is None or self.max_items_per_source >= 20,
+        require(len(self.sources) > 0, "align.sources must name at least one dataset")
+        require(self.max_items_per_source is None or self.max_items_per_source >= 20,
                  f"align.max_items_per_source must be >= 20 or null, got {self.max_items_per_source}")
-        _require(0.0 < self.holdout_fraction < 0.5,
+        require(0.0 < self.holdout_fraction < 0.5,
                  f"align.holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
-        _require(0.0 <= self.val_fraction < 0.5, f"align.val_fraction must be in [0, 0.5), got {self.val_fraction}")
-        _require(self.patience >= 1, f"align.patience must be >= 1, got {self.patience}")
-        _require(self.dim > 0, f"align.dim must be > 0, got {self.dim}")
-        _require(self.epochs > 0 and self.batch_size >= 2, "align.epochs must be > 0 and batch_size >= 2")
-        _require(self.lr > 0, f"align.lr must be > 0, got {self.lr}")
-        _require(0.0 < self.temperature_init <= 1.0,
+        require(0.0 <= self.val_fraction < 0.5, f"align.val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        require(self.patience >= 1, f"align.patience must be >= 1, got {self.patience}")
+        require(self.dim > 0, f"align.dim must be > 0, got {self.dim}")
+        require(self.epochs > 0 and self.batch_size >= 2, "align.epochs must be > 0 and batch_size >= 2")
+        require(self.lr > 0, f"align.lr must be > 0, got {self.lr}")
+        require(0.0 < self.temperature_init <= 1.0,
                  f"align.temperature_init must be in (0, 1], got {self.temperature_init}")
 
 

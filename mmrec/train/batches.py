@@ -103,11 +103,3 @@ class EpochBatches:
         for b in range(start, len(self.batches)):
             rng = _rng(self.seed, self.epoch, b, self.rank, 31)
             yield make_batch([self.windows[i] for i in self.batches[b]], max_len, causal, mask_prob, last_share, rng)
-
-
-def pair_batch(n_items: int, batch: int, seed: int, step: int, rank: int, world: int) -> np.ndarray:
-    """Indices of a contrastive batch (global batch split across processes)."""
-    rng = _rng(seed, step, 41)
-    idx = rng.choice(n_items, size=min(batch, n_items), replace=False)
-    per = max(1, len(idx) // world)
-    return idx[rank * per:(rank + 1) * per]

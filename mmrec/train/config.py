@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from mmrec.errors import ConfigError
+from mmrec.errors import require
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16", "auto")
@@ -53,22 +53,19 @@ class TrainConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
-        def check(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(msg)
-        check(self.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {self.stage!r}")
-        check(self.epochs > 0 or self.max_steps > 0, "train.epochs or train.max_steps must be > 0")
-        check(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
-        check(self.batch_size > 0 and self.grad_accum > 0, "train.batch_size and train.grad_accum must be > 0")
-        check(self.lr > 0 and self.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0")
-        check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
-        check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        check(self.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}")
-        check(self.clip_norm >= 0, "train.clip_norm must be >= 0 (0 = off)")
-        check(self.eval_every > 0 and self.eval_batch_size > 0, "train.eval_every and eval_batch_size must be > 0")
-        check(self.patience > 0, "train.patience must be > 0")
-        check(self.checkpoint_every > 0 and self.keep_last > 0, "train.checkpoint_every and keep_last must be > 0")
-        check(self.log_every > 0, "train.log_every must be > 0")
-        check(self.num_threads >= 0, "train.num_threads must be >= 0")
+        require(self.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {self.stage!r}")
+        require(self.epochs > 0 or self.max_steps > 0, "train.epochs or train.max_steps must be > 0")
+        require(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
+        require(self.batch_size > 0 and self.grad_accum > 0, "train.batch_size and train.grad_accum must be > 0")
+        require(self.lr > 0 and self.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0")
+        require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        require(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        require(self.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}")
+        require(self.clip_norm >= 0, "train.clip_norm must be >= 0 (0 = off)")
+        require(self.eval_every > 0 and self.eval_batch_size > 0, "train.eval_every and eval_batch_size must be > 0")
+        require(self.patience > 0, "train.patience must be > 0")
+        require(self.checkpoint_every > 0 and self.keep_last > 0, "train.checkpoint_every and keep_last must be > 0")
+        require(self.log_every > 0, "train.log_every must be > 0")
+        require(self.num_threads >= 0, "train.num_threads must be >= 0")
         for s in self.pair_sources:
-            check(s.weight > 0, f"train.pair_sources: weight of {s.dataset!r} must be > 0")
+            require(s.weight > 0, f"train.pair_sources: weight of {s.dataset!r} must be > 0")

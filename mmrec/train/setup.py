@@ -12,7 +12,7 @@ from typing import Dict, List
 import numpy as np
 
 from mmrec.config import Config
-from mmrec.data.prepare import PreparedData, prepare
+from mmrec.data.prepare import PreparedData
 from mmrec.encoders.features import ItemFeatures
 from mmrec.errors import MMRecError
 from mmrec.model.seqrec import MMRecModel
@@ -86,7 +86,3 @@ def build_model(cfg: Config, space: ItemSpace, feats: ItemFeatures) -> MMRecMode
     model = MMRecModel(cfg.model, cfg.loss, len(space.item_ids), text_dim, image_dim, n_id)
     model.set_features(feats.text, feats.image, feats.has_text, feats.has_image, space.id_index, space.trainable)
     return model
-
-
-def prepare_data(cfg: Config) -> PreparedData:
-    return prepare(cfg)

@@ -31,7 +31,8 @@ from mmrec.paths import runs_dir
 from mmrec.train import checkpoint as ckpt
 from mmrec.train.batches import EpochBatches
 from mmrec.train.pairs import PairPool, build_pair_pool
-from mmrec.train.setup import ItemSpace, build_model, item_space, load_features, prepare_data, train_sequences
+from mmrec.data.prepare import prepare
+from mmrec.train.setup import ItemSpace, build_model, item_space, load_features, train_sequences
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         with self.acc.main_process_first():
-            self.data = prepare_data(cfg)
+            self.data = prepare(cfg)
             self.features = load_features(cfg, self.data)
             self.pairs: Optional[PairPool] = build_pair_pool(cfg, self.data, self.features)
         self.space: ItemSpace = item_space(self.data)
