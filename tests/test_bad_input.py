@@ -227,21 +227,54 @@ def _corrupt(folder: Path, how: str) -> None:
         torch.save({"state": {}, "param_groups": [], "x": Evil()}, folder / "optimizer.pt")
     elif how == "garbage state.json":
         (folder / "state.json").write_text("{not json")
+    elif how == "tampered tensor bytes":
+        _flip_tensor_byte(folder / "model.safetensors")
+
+
+def _flip_tensor_byte(path: Path) -> None:
+    """Change one byte of tensor data (after the JSON header), leaving a well-formed safetensors file."""
+    data = bytearray(path.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    data[8 + header_len + 5] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _rewrite_checksums(folder: Path) -> None:
+    """What someone editing a checkpoint by hand would do to get past the file checksums."""
+    from mmrec.data.download import sha256_file
+
+    sums = {f.name: sha256_file(f) for f in folder.iterdir() if f.is_file() and f.name != ckpt.CHECKSUMS}
+    (folder / ckpt.CHECKSUMS).write_text(json.dumps(sums))
 
 
 @pytest.mark.parametrize("how,needle", [
     ("truncated optimizer", "optimizer"),
     ("tampered safetensors header", "model.safetensors"),
     ("pickled object in optimizer.pt", "optimizer"),
-    ("garbage state.json", "JSON"),
+    ("garbage state.json", "state.json"),
+    ("tampered tensor bytes", "model.safetensors does not match its recorded SHA-256"),
 ])
-def test_corrupt_checkpoint_refused(run_copy: Path, how: str, needle: str) -> None:
+@pytest.mark.parametrize("sums_rewritten", [False, True])
+def test_corrupt_checkpoint_refused(run_copy: Path, how: str, needle: str, sums_rewritten: bool) -> None:
+    """Refused by the folder checksums; and with the checksums rewritten, by the next line of defence."""
     last = ckpt.list_checkpoints(run_copy)[-1]
     _corrupt(last, how)
+    if sums_rewritten:
+        _rewrite_checksums(last)
+        needle = {"tampered tensor bytes": "do not match their recorded SHA-256",
+                  "garbage state.json": "JSON"}.get(how, needle)
     before = _snapshot(run_copy / "checkpoints")
     with pytest.raises(ckpt.CheckpointError, match=needle):
         ckpt.load_checkpoint(last)
     assert _snapshot(run_copy / "checkpoints") == before
+
+
+def test_tampered_best_weights_refused_by_load_run(run_copy: Path) -> None:
+    from mmrec.train.runs import load_run
+
+    _flip_tensor_byte(run_copy / "best" / "model.safetensors")
+    with pytest.raises(ckpt.CheckpointError, match="do not match their recorded SHA-256"):
+        load_run(run_copy)
 
 
 def test_resume_with_a_different_model_is_refused(run_copy: Path) -> None:

@@ -8,9 +8,17 @@ pickle the RNG states (``random_states_*.pkl``); we need none, because every
 random draw is seeded from (seed, step), so the data position and counters in
 JSON are enough for an exact resume. Folders are written to a temp name and
 renamed, so a crash mid-write never leaves a checkpoint that looks complete.
+
+Integrity: every weights file records a SHA-256 of its tensors in the
+safetensors header, and every checkpoint folder a ``checksums.json`` with the
+SHA-256 of each file; both are verified on load, so a truncated, bit-rotted or
+edited file is refused with a message instead of silently loading other
+numbers. (A checksum guards against corruption and accidental edits; it is not
+a signature -- someone able to rewrite the files can rewrite the sums too.)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -19,34 +27,59 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from mmrec.atomic import atomic_dir, write_json
+from mmrec.data.download import sha256_file
 from mmrec.errors import MMRecError
 
 log = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d{9})$")
 REQUIRED = ("model.safetensors", "state.json")
+CHECKSUMS = "checksums.json"
+TENSORS_SHA256 = "mmrec_tensors_sha256"
 
 
 class CheckpointError(MMRecError):
     """A checkpoint is missing, incomplete, corrupt or belongs to another model."""
 
 
+def tensors_sha256(tensors: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and raw bytes of ``tensors`` (sorted by name)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_weights(path: Path, state_dict: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    save_file(tensors, str(path), metadata=metadata or {})
+    meta = dict(metadata or {})
+    meta[TENSORS_SHA256] = tensors_sha256(tensors)
+    save_file(tensors, str(path), metadata=meta)
 
 
 def load_weights(path: Path) -> Dict[str, torch.Tensor]:
+    """Read a weights file written by :func:`save_weights`, verifying its recorded tensor checksum."""
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            recorded = (fh.metadata() or {}).get(TENSORS_SHA256)
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read weights {path}: {exc} (truncated or not a safetensors file?)") from exc
+    if recorded is None:
+        raise CheckpointError(f"weights {path} carry no mmrec checksum ({TENSORS_SHA256}): not written by mmrec, "
+                              f"or its header was edited")
+    if tensors_sha256(tensors) != recorded:
+        raise CheckpointError(f"weights {path} do not match their recorded SHA-256: the file was corrupted or "
+                              f"modified after it was written")
+    return tensors
 
 
 def save_checkpoint(folder: Path, model_state: Dict[str, torch.Tensor], optimizer_state: Dict[str, Any],
@@ -57,14 +90,34 @@ def save_checkpoint(folder: Path, model_state: Dict[str, torch.Tensor], optimize
         torch.save(optimizer_state, tmp / "optimizer.pt")
         write_json(tmp / "scheduler.json", scheduler_state)
         write_json(tmp / "state.json", state)
+        write_json(tmp / CHECKSUMS, {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()})
     return folder
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise :class:`CheckpointError` unless every file listed in ``checksums.json`` has its recorded SHA-256."""
+    try:
+        sums = json.loads((folder / CHECKSUMS).read_text())
+        if not isinstance(sums, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: cannot read {CHECKSUMS}: {exc}") from exc
+    for name in REQUIRED + ("optimizer.pt", "scheduler.json"):
+        if name not in sums:
+            raise CheckpointError(f"checkpoint {folder}: {CHECKSUMS} lists no checksum for {name}")
+    for name, expected in sums.items():
+        f = folder / Path(str(name)).name
+        if not f.is_file() or sha256_file(f) != expected:
+            raise CheckpointError(f"checkpoint {folder}: {f.name} does not match its recorded SHA-256 "
+                                  f"(corrupted or modified after it was written)")
 
 
 def load_checkpoint(folder: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`; never unpickles arbitrary objects."""
-    missing = [f for f in REQUIRED + ("optimizer.pt", "scheduler.json") if not (folder / f).is_file()]
+    missing = [f for f in REQUIRED + ("optimizer.pt", "scheduler.json", CHECKSUMS) if not (folder / f).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {folder} is incomplete: missing {missing}")
+    verify_checksums(folder)
     weights = load_weights(folder / "model.safetensors")
     try:
         opt = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)

@@ -5,7 +5,6 @@ Training, evaluation, the recommender and the service all go through
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from mmrec.config import Config, load_config
+from mmrec.data.download import sha256_file
 from mmrec.encoders.features import ItemFeatures
 from mmrec.errors import MMRecError
 from mmrec.model.seqrec import MMRecModel
@@ -53,14 +53,6 @@ def resolve_run(run: Optional[str | Path]) -> Path:
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_run(run: Optional[str | Path] = None, weights: str = "best") -> LoadedRun:
     """Load a run's model in eval mode (``weights``: ``best`` or a checkpoint folder path)."""
     folder = resolve_run(run)
@@ -78,4 +70,4 @@ def load_run(run: Optional[str | Path] = None, weights: str = "best") -> LoadedR
         raise ckpt.CheckpointError(f"{wpath} does not match the model of {folder} "
                                    f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.eval()
-    return LoadedRun(folder, cfg, space, features, model, wpath, _sha256(wpath))
+    return LoadedRun(folder, cfg, space, features, model, wpath, sha256_file(wpath))
