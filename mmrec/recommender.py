@@ -12,21 +12,27 @@ Onboarding embeds new items with the run's own encoders (through the
 embedding cache), passes them through the item tower and adds them to the
 index and the table: they are recommendable at once, with no retraining and no
 index rebuild. Onboarded items and removals are saved atomically under
-``<run>/serving/state`` and restored by :meth:`Recommender.from_run`.
+``<run>/serving/state`` and restored by :meth:`Recommender.from_run`. Item
+images given as http(s) URLs are downloaded only under an enabled
+:class:`~mmrec.serve.image_urls.ImageURLPolicy` (off by default: such an
+item is embedded from its text, with a warning).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from mmrec.errors import MMRecError
 from mmrec.serve.content import iter_chunks, normalise_items
+from mmrec.serve.image_urls import DISABLED_REASON, ImageURLPolicy, display_url, fetch_images, is_image_url
 from mmrec.serve.rwlock import RWLock
 from mmrec.serve.state import ServingState
 
@@ -78,7 +84,8 @@ class Recommender:
     """
 
     def __init__(self, run: Any, data: Any, *, index_config: Any = None, include_cold: bool = True,
-                 index_dir: Optional[str | Path] = None, persist: bool = True, rebuild_index: bool = False) -> None:
+                 index_dir: Optional[str | Path] = None, persist: bool = True, rebuild_index: bool = False,
+                 image_urls: Optional[ImageURLPolicy] = None) -> None:
         """Prefer :meth:`from_run`; ``run`` is a ``LoadedRun``, ``data`` its ``PreparedData``."""
         import torch
 
@@ -89,6 +96,9 @@ class Recommender:
         self.serving_dir = self.folder / SERVING_DIR
         self.persist = bool(persist)
         self.include_cold = bool(include_cold)
+        if image_urls is not None and not isinstance(image_urls, ImageURLPolicy):
+            raise MMRecError(f"image_urls must be an ImageURLPolicy, got {type(image_urls).__name__}")
+        self.image_urls = image_urls or ImageURLPolicy()
         self._device = next(self.model.parameters()).device
         self._lock = RWLock()
         self._enc_lock = threading.Lock()
@@ -141,7 +151,7 @@ class Recommender:
     @classmethod
     def from_run(cls, run_dir: Optional[str | Path] = None, index_config: Any = None, include_cold: bool = True, *,
                  index_dir: Optional[str | Path] = None, persist: bool = True,
-                 rebuild_index: bool = False) -> "Recommender":
+                 rebuild_index: bool = False, image_urls: Optional[ImageURLPolicy] = None) -> "Recommender":
         """Load a run (default: the latest under ``$MMREC_HOME/runs``) ready to serve.
 
         ``index_config``: an :class:`~mmrec.index.IndexConfig` or a FAISS factory
@@ -152,6 +162,8 @@ class Recommender:
         ``include_cold=False`` leaves the split's held-out items out of the index
         (to onboard them explicitly). ``persist=False`` neither reads nor writes
         onboarding state and saves no index (an ephemeral session).
+        ``image_urls``: whether and how onboarding downloads item images given as
+        http(s) URLs (default: never; see :class:`~mmrec.serve.image_urls.ImageURLPolicy`).
         """
         from mmrec.data.prepare import prepare
         from mmrec.train.runs import load_run
@@ -159,7 +171,7 @@ class Recommender:
         run = load_run(run_dir)
         data = prepare(run.cfg)
         return cls(run, data, index_config=index_config, include_cold=include_cold, index_dir=index_dir,
-                   persist=persist, rebuild_index=rebuild_index)
+                   persist=persist, rebuild_index=rebuild_index, image_urls=image_urls)
 
     def _index_config(self, index_config: Any) -> Any:
         from mmrec.index import IndexConfig
@@ -516,29 +528,42 @@ class Recommender:
 
     # ------------------------------------------------------------- onboarding
 
+    @contextlib.contextmanager
+    def _local_images(self, records: list[dict]) -> Iterator[tuple[list[dict], dict[int, str]]]:
+        """``(records, problems)``: image URLs swapped for downloaded temp files while the block runs.
+
+        A URL that is not downloaded (disabled by the policy, refused, failed)
+        becomes no image, and ``problems`` maps its row to the reason.
+        """
+        rows = [i for i, rec in enumerate(records) if is_image_url(rec.get("image"))]
+        if not rows:
+            yield records, {}
+            return
+        out = list(records)
+        problems: dict[int, str] = {}
+        if not self.image_urls.enabled:
+            for i in rows:
+                out[i], problems[i] = dict(records[i], image=None), DISABLED_REASON
+            yield out, problems
+            return
+        with tempfile.TemporaryDirectory(prefix="mmrec-image-urls-") as tmp:
+            fetched = fetch_images([records[i]["image"] for i in rows], tmp, self.image_urls)
+            for i in rows:
+                got = fetched[records[i]["image"]]
+                if isinstance(got, Path):
+                    out[i] = dict(records[i], image=str(got))
+                else:
+                    out[i], problems[i] = dict(records[i], image=None), got.detail
+            yield out, problems
+
     def _embed(self, records: list[dict], show_progress: bool = False) -> tuple:
         """Encoder features + item-tower vectors for records: ``(ok_records, vecs, feats, failed, warnings)``."""
-        import pandas as pd
-
-        from mmrec.data.schema import Catalog
-        from mmrec.encoders.config import template_fields
-        from mmrec.encoders.features import embed_catalog
-
         if not self.modalities:
             raise MMRecError(f"the model of run {self.folder} is ID-only and cannot embed new items from content")
-        df = pd.DataFrame(records)
         use_t, use_i = "text" in self.modalities, "image" in self.modalities
-        if use_t:
-            for col in template_fields(self.cfg.encoders.text.template):
-                if col not in df.columns:
-                    df[col] = ""
-        if not use_i:
-            df["image"] = None
-        modality = "both" if use_t and use_i else ("text" if use_t else "image")
-        feats = embed_catalog(Catalog(df), self.cfg.encoders, modality=modality,
-                              text_encoder=self._get_text_encoder() if use_t else None,
-                              image_encoder=self._get_image_encoder() if use_i else None,
-                              show_progress=show_progress)
+        images = self._local_images(records) if use_i else contextlib.nullcontext((records, {}))
+        with images as (local, problems):
+            feats = self._features(local, use_t, use_i, show_progress)
         n = len(records)
         has_t = feats.has_text if use_t else np.zeros(n, dtype=bool)
         has_i = feats.has_image if use_i else np.zeros(n, dtype=bool)
@@ -546,14 +571,16 @@ class Recommender:
         for i, rec in enumerate(records):
             img = rec.get("image")
             img_bad = use_i and bool(img) and not has_i[i]
+            shown = display_url(img) if is_image_url(img) else img
+            problem = f"image {shown} not used: {problems[i]}" if i in problems else f"image {shown} could not be read"
             if not (has_t[i] or has_i[i]):
-                reason = (f"image {img} could not be read and the item has no text" if img_bad else
+                reason = (f"{problem}, and the item has no text" if img_bad else
                           f"no usable content: give a title, description or categories"
                           f"{' or an image' if use_i else ''}")
                 failed.append({"item_id": rec["item_id"], "reason": reason})
                 continue
             if img_bad:
-                warnings.append(f"item {rec['item_id']!r}: image {img} could not be read; embedded from text only")
+                warnings.append(f"item {rec['item_id']!r}: {problem}; embedded from text only")
             keep.append(i)
         if not keep:
             return [], np.zeros((0, self.dim), np.float32), [], failed, warnings
@@ -564,6 +591,27 @@ class Recommender:
         out_feats = [(None if text is None else text[j], bool(has_t[i]), None if image is None else image[j],
                       bool(has_i[i])) for j, i in enumerate(keep)]
         return [records[i] for i in keep], vecs, out_feats, failed, warnings
+
+    def _features(self, records: list[dict], use_t: bool, use_i: bool, show_progress: bool) -> Any:
+        """Frozen-encoder features of records whose images are local files (or none)."""
+        import pandas as pd
+
+        from mmrec.data.schema import Catalog
+        from mmrec.encoders.config import template_fields
+        from mmrec.encoders.features import embed_catalog
+
+        df = pd.DataFrame(records)
+        if use_t:
+            for col in template_fields(self.cfg.encoders.text.template):
+                if col not in df.columns:
+                    df[col] = ""
+        if not use_i:
+            df["image"] = None
+        modality = "both" if use_t and use_i else ("text" if use_t else "image")
+        return embed_catalog(Catalog(df), self.cfg.encoders, modality=modality,
+                             text_encoder=self._get_text_encoder() if use_t else None,
+                             image_encoder=self._get_image_encoder() if use_i else None,
+                             show_progress=show_progress)
 
     def _append_rows(self, ids: list[str], vecs: np.ndarray) -> None:
         need = self._n + len(ids)
@@ -635,7 +683,9 @@ class Recommender:
         """Embed new items and make them recommendable at once (no retraining, no rebuild).
 
         ``items``: dicts, a DataFrame or a Catalog with ``item_id`` and any of
-        ``title``, ``description``, ``categories``, ``image`` (a local path).
+        ``title``, ``description``, ``categories``, ``image`` (a local path, or an
+        http(s) URL fetched under the recommender's ``image_urls`` policy; a URL not
+        fetched leaves the item to its text, with a warning naming the reason).
         An id already present is replaced. Returns ``{"added", "replaced",
         "failed": [{"item_id", "reason"}], "warnings", "persisted"}``.
         """

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mmrec.commands._serving import add_run_args, load_recommender
+from mmrec.commands._serving import add_image_url_args, add_run_args, image_url_policy, load_recommender
 from mmrec.commands.common import print_json
 from mmrec.errors import MMRecError
 
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("file", help="items with item_id and any of title, description, categories, image")
     o.add_argument("--batch-size", type=int, default=512, help="items embedded per step")
     o.add_argument("--json", action="store_true", help="print the summary as JSON only on stdout")
+    add_image_url_args(o)
     o.set_defaults(func=_onboard)
 
 
@@ -122,8 +123,9 @@ def _onboard(args: argparse.Namespace) -> int:
 
     from mmrec.serve.content import iter_chunks, read_items_file
 
+    policy = image_url_policy(args)
     rows = read_items_file(args.file)
-    rec = load_recommender(args)
+    rec = load_recommender(args, image_urls=policy)
     total = {"added": [], "replaced": [], "failed": [], "warnings": [], "persisted": True}
     with tqdm(total=len(rows), desc="onboard", unit="item") as bar:
         for chunk in iter_chunks(rows, max(1, args.batch_size)):

@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 
-from mmrec.commands._serving import add_run_args, load_recommender
+from mmrec.commands._serving import add_image_url_args, add_run_args, image_url_policy, load_recommender
 from mmrec.errors import MMRecError
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder image paths in requests may come from (repeatable; default: image paths refused)")
     p.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body (default 4 MB)")
     p.add_argument("--factory", default=None, help="FAISS factory for the index (default: the saved one)")
+    add_image_url_args(p)
     p.set_defaults(func=_serve)
 
 
@@ -35,11 +36,13 @@ def _serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("MMREC_API_KEY") or None
     if args.max_body_mb <= 0:
         raise MMRecError("--max-body-mb must be > 0")
-    rec = load_recommender(args, index_config=args.factory)
+    policy = image_url_policy(args)
+    rec = load_recommender(args, index_config=args.factory, image_urls=policy)
     app = create_app(rec, api_key=api_key, image_roots=args.image_root,
                      max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who can reach it can add and remove items", args.host)
+    log.info("%s", policy.describe())
     log.info("serving %d items from %s on http://%s:%d (docs at /docs)", len(rec), rec.folder, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=True)
     return 0

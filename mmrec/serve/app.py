@@ -4,7 +4,11 @@ Write endpoints (``POST``/``DELETE /items``) need the ``X-API-Key`` header when
 a key is configured. Requests are validated by pydantic models with bounds
 (422 on a bad payload), bodies over ``max_body_bytes`` get 413, user errors map
 to 4xx with the message, and anything unexpected to a plain 500 without a
-traceback. Image paths are accepted only inside the configured roots.
+traceback. Image paths are accepted only inside the configured roots; image
+URLs in ``POST /items`` are never treated as paths: the recommender's
+:class:`~mmrec.serve.image_urls.ImageURLPolicy` downloads them when enabled
+(``mmrec serve --allow-image-urls``), else the item is embedded from its text
+with a warning saying so.
 Endpoints are synchronous functions, so FastAPI runs them in its thread pool;
 the :class:`~mmrec.Recommender`'s readers-writer lock makes queries and
 onboarding safe to run concurrently.
@@ -27,6 +31,7 @@ from mmrec import __version__
 from mmrec.errors import DataError, MMRecError
 from mmrec.index.errors import UnknownItemError
 from mmrec.serve.confine import PathNotAllowedError, confine, resolve_roots
+from mmrec.serve.image_urls import is_image_url
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,8 @@ class ItemIn(_Model):
     title: Optional[Annotated[str, StringConstraints(max_length=1000)]] = None
     description: Optional[Annotated[str, StringConstraints(max_length=20_000)]] = None
     categories: Optional[list[Annotated[str, StringConstraints(max_length=200)]]] = Field(None, max_length=100)
-    image: Optional[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = None
+    image: Optional[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        None, description="an image path inside the server's image roots, or an https URL (if the server allows)")
     attributes: Optional[dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
                               Annotated[str, StringConstraints(max_length=MAX_TEXT)]]] = Field(
         None, max_length=50, description="extra text fields a text template may name (e.g. keywords)")
@@ -193,6 +199,8 @@ def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Seq
 
     @app.post("/similar", summary="items similar to an item, a text or an image")
     def similar(req: SimilarRequest) -> dict:
+        if is_image_url(req.image):
+            raise HTTPException(400, "/similar takes image paths inside the server's image roots, not URLs")
         image = str(confine(req.image, roots)) if req.image is not None else None
         try:
             items = rec.similar_items(item_id=req.item_id, text=req.text, image=image, k=req.k)
@@ -206,7 +214,9 @@ def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Seq
         for item in req.items:
             rec_ = item.model_dump(exclude_none=True, exclude={"attributes"})
             rec_.update(item.attributes or {})
-            if item.image is not None:
+            # a URL is never a path: it stays as given, and the recommender's URL policy either fetches it
+            # or (URLs disabled, refused, failed) embeds the item from its text with a warning saying why
+            if item.image is not None and not is_image_url(item.image):
                 try:
                     rec_["image"] = str(confine(item.image, roots))
                 except PathNotAllowedError as exc:
