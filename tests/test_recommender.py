@@ -189,3 +189,20 @@ def test_cli_index_onboard_similar_recommend(tiny_run: Path, tmp_path: Path) -> 
     df = pd.read_parquet(out)
     assert export["users"] == 943 and len(df) == 943 * 3
     assert list(df.columns) == ["user_id", "rank", "item_id", "score", "title", "source"]
+
+
+def test_cli_index_build_on_disk(tiny_run: Path, tmp_path: Path) -> None:
+    """The documented path for catalogs beyond RAM: IVF-PQ with memory-mapped inverted lists, served as usual."""
+    run = _copy(tiny_run, tmp_path / "run")
+    built = _cli("index", "build", "--run", str(run), "--factory", "IVF16,PQ8", "--on-disk", "--json")
+    assert built["on_disk"] is True and built["factory"] == "IVF16,PQ8"
+    assert (run / "serving" / "index" / "index.ivfdata").stat().st_size > 0
+    info = _cli("index", "info", "--run", str(run), "--json")
+    assert info["on_disk"] is True and info["count"] == 1682
+    sim = _cli("similar", "--run", str(run), "--item", "1", "--k", "5", "--json")  # loads the mapped lists
+    assert len(sim["items"]) == 5 and all(it["item_id"] != "1" for it in sim["items"])
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    bad = subprocess.run([sys.executable, "-m", "mmrec.cli", "index", "build", "--run", str(run), "--factory", "HNSW32",
+                          "--on-disk"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode != 0 and "on_disk needs an IVF factory" in bad.stderr and "Traceback" not in bad.stderr
+    assert _cli("index", "info", "--run", str(run), "--json")["on_disk"] is True  # the saved index is untouched

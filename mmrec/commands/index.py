@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from typing import Any
 
 from mmrec.commands._serving import add_run_args, load_recommender
 from mmrec.commands.common import print_json
@@ -17,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_args(b)
     b.add_argument("--factory", default=None,
                    help="FAISS factory string, e.g. Flat, HNSW32, IVF256,PQ16 (default: the run's index.factory)")
+    b.add_argument("--on-disk", action="store_true",
+                   help="keep the IVF inverted lists in a memory-mapped file (index.ivfdata) instead of RAM; "
+                        "needs an IVF factory without fast-scan, e.g. IVF4096,PQ32")
     b.add_argument("--json", action="store_true", help="print the summary as JSON (only JSON on stdout)")
     b.set_defaults(func=_build)
     i = isub.add_parser("info", help="the saved index manifest's summary")
@@ -25,10 +30,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_info)
 
 
+def _index_config(args: argparse.Namespace) -> Any:
+    """The run's ``index`` config with the command line's factory / on-disk choice applied (validated)."""
+    if not args.on_disk:
+        return args.factory
+    from mmrec.config import load_config
+    from mmrec.train.runs import resolve_run
+
+    base = load_config(resolve_run(args.run) / "config.yaml").index
+    return dataclasses.replace(base, factory=args.factory or base.factory, on_disk=True)
+
+
 def _build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    rec = load_recommender(args, index_config=args.factory, rebuild_index=True)
-    out = {"index": str(rec.serving_dir / "index"), "factory": rec.index.config.factory, "dim": rec.dim,
+    rec = load_recommender(args, index_config=_index_config(args), rebuild_index=True)
+    out = {"index": str(rec.serving_dir / "index"), "factory": rec.index.config.factory,
+           "on_disk": rec.index.config.on_disk, "dim": rec.dim,
            "catalog_items": rec.info()["catalog_items"], "items_served": len(rec),
            "seconds": round(time.perf_counter() - start, 3)}
     if args.json:
@@ -48,6 +65,7 @@ def _info(args: argparse.Namespace) -> int:
         raise MMRecError(f"no index at {path.parent}; build it with `mmrec index build`")
     m = json.loads(path.read_text(encoding="utf-8"))
     out = {k: m.get(k) for k in ("factory", "metric", "dim", "count", "ntotal", "fingerprint", "saved_at")}
+    out["on_disk"] = bool((m.get("config") or {}).get("on_disk"))
     out["index"] = str(path.parent)
     if args.json:
         print_json(out)
