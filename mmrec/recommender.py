@@ -268,6 +268,17 @@ class Recommender:
                 self._image_encoder = enc
             return self._image_encoder
 
+    def warm_up(self) -> float:
+        """Load the run's encoders and embed one text now, so the first request does not pay for it; seconds."""
+        import time
+
+        start = time.perf_counter()
+        if "text" in self.modalities:
+            self.text_vector("warm-up")
+        if "image" in self.modalities:
+            self._get_image_encoder()
+        return time.perf_counter() - start
+
     def _content_vectors(self, text: Optional[np.ndarray], has_text: Optional[np.ndarray],
                          image: Optional[np.ndarray], has_image: Optional[np.ndarray]) -> np.ndarray:
         """Item-tower vectors from frozen encoder features (no ID: content only)."""

@@ -45,6 +45,17 @@ def _ids(items: list[dict]) -> list[str]:
     return [it["item_id"] for it in items]
 
 
+def test_warm_up_loads_the_encoders_once(run_dir: Path) -> None:
+    """`mmrec serve` warms up at start so the first text request does not load MiniLM."""
+    fresh = Recommender.from_run(run_dir, persist=False)
+    assert fresh._text_encoder is None  # loaded lazily otherwise
+    assert fresh.warm_up() > 0
+    enc = fresh._text_encoder
+    assert enc is not None
+    fresh.similar_items(text="a quiet film about chess", k=3)
+    assert fresh._text_encoder is enc
+
+
 def test_recommend_known_user_excludes_seen_and_explains(rec: Recommender) -> None:
     user = rec.users[0]
     seen = set(rec.history(user))

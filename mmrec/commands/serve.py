@@ -43,6 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who can reach it can add and remove items", args.host)
     log.info("%s", policy.describe())
+    if rec.modalities:
+        log.info("encoders loaded in %.1f s (so the first text or onboarding request does not wait)", rec.warm_up())
     log.info("serving %d items from %s on http://%s:%d (docs at /docs)", len(rec), rec.folder, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=True)
     return 0
