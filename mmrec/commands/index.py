@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--on-disk", action="store_true",
                    help="keep the IVF inverted lists in a memory-mapped file (index.ivfdata) instead of RAM; "
                         "needs an IVF factory without fast-scan, e.g. IVF4096,PQ32")
+    b.add_argument("--max-memory-gb", type=float, default=None, metavar="GB",
+                   help="memory budget of the build in GiB (default: the run's index.max_memory_gb, else 80%% of "
+                        "the free memory); an index estimated to need more is refused before it is allocated")
     b.add_argument("--json", action="store_true", help="print the summary as JSON (only JSON on stdout)")
     b.set_defaults(func=_build)
     i = isub.add_parser("info", help="the saved index manifest's summary")
@@ -31,14 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _index_config(args: argparse.Namespace) -> Any:
-    """The run's ``index`` config with the command line's factory / on-disk choice applied (validated)."""
-    if not args.on_disk:
+    """The run's ``index`` config with the command line's factory / on-disk / memory budget applied (validated)."""
+    if not args.on_disk and args.max_memory_gb is None:
         return args.factory
     from mmrec.config import load_config
     from mmrec.train.runs import resolve_run
 
     base = load_config(resolve_run(args.run) / "config.yaml").index
-    return dataclasses.replace(base, factory=args.factory or base.factory, on_disk=True)
+    changes: dict[str, Any] = {"factory": args.factory or base.factory}
+    if args.on_disk:
+        changes["on_disk"] = True
+    if args.max_memory_gb is not None:
+        changes["max_memory_gb"] = args.max_memory_gb
+    return dataclasses.replace(base, **changes)
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -11,6 +11,11 @@ crash at any point leaves the previous manifest, which only names complete
 shards: the old cache stays loadable and the stray shard is removed by the
 next store. Many small shards are compacted into one. Writers of the same
 fingerprint serialise on a lock file. No pickle anywhere (safetensors + JSON).
+
+Memory stays bounded by the vectors asked for: shards are written straight
+from the array, read back a block of rows at a time (plain reads, no mmap,
+so the file never counts towards the process's RSS), and compaction copies
+the shard files block by block instead of loading the whole table.
 """
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ import json
 import logging
 import os
 import secrets
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from mmrec.atomic import atomic_path, write_json
+from mmrec.atomic import atomic_path, write_text
 from mmrec.encoders._lock import file_lock
 from mmrec.errors import MMRecError
 from mmrec.paths import mmrec_home
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 MAX_SHARDS = 16
+_BLOCK_ROWS = 16_384  # rows read at a time by lookups
+_COPY_BYTES = 8 << 20  # bytes copied at a time by compaction
 
 ComputeResult = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]
 
@@ -61,17 +69,64 @@ class CacheStats:
         return asdict(self)
 
 
+def write_json(path: Path, obj: Any) -> None:
+    """Compact JSON, atomically: the manifest is rewritten on every store, and the indented form
+    (pure-Python encoder) takes about twice the time and memory of this at 100k cached items."""
+    write_text(path, json.dumps(obj, separators=(",", ":")) + "\n")
+
+
+def _header(rows: int, dim: int) -> bytes:
+    """The safetensors header of one float32 tensor ``vectors`` of shape [rows, dim] (8-byte aligned)."""
+    meta = {"vectors": {"dtype": "F32", "shape": [rows, dim], "data_offsets": [0, rows * dim * 4]}}
+    text = json.dumps(meta, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def _as_bytes(vectors: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(vectors, dtype="<f4")).cast("B")
+
+
 def _save_vectors(path: Path, vectors: np.ndarray) -> None:
-    from safetensors.numpy import save_file
+    """A safetensors file written straight from the array (``save_file`` would copy it to bytes first)."""
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(_header(*vectors.shape))
+        fh.write(_as_bytes(vectors))
 
-    with atomic_path(path) as tmp:
-        save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp))
+
+def _layout(path: Path) -> Tuple[int, int, int]:
+    """(rows, dim, byte offset of the data) of a shard file; raises MMRecError if it is not a vectors shard."""
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
+        if not 0 < size < 1 << 20:
+            raise MMRecError(f"{path} is not a safetensors file")
+        info = json.loads(fh.read(size)).get("vectors") or {}
+    shape, offsets = info.get("shape") or [], info.get("data_offsets") or [0, -1]
+    if info.get("dtype") != "F32" or len(shape) != 2 or offsets[1] - offsets[0] != shape[0] * shape[1] * 4:
+        raise MMRecError(f"{path} does not hold one float32 [rows, dim] tensor 'vectors'")
+    offset = 8 + size + offsets[0]
+    if path.stat().st_size < offset + shape[0] * shape[1] * 4:
+        raise MMRecError(f"{path} is truncated")
+    return int(shape[0]), int(shape[1]), offset
 
 
-def _load_vectors(path: Path) -> np.ndarray:
-    from safetensors.numpy import load_file
+def _read_rows(fh: Any, offset: int, dim: int, start: int, stop: int) -> np.ndarray:
+    out = np.empty((stop - start, dim), dtype="<f4")
+    fh.seek(offset + start * dim * 4)
+    if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+        raise MMRecError(f"{fh.name} is truncated")
+    return out
 
-    return load_file(str(path))["vectors"]
+
+def _copy_bytes(src: Any, dst: Any, nbytes: int) -> None:
+    while nbytes > 0:
+        chunk = src.read(min(nbytes, _COPY_BYTES))
+        if not chunk:
+            raise MMRecError(f"{src.name} is truncated")
+        dst.write(chunk)
+        nbytes -= len(chunk)
 
 
 class EmbeddingCache:
@@ -100,18 +155,32 @@ class EmbeddingCache:
             return None
         return data
 
-    def _load_all(self, fingerprint: str, manifest: Dict[str, Any]) -> np.ndarray:
-        d = self._dir(fingerprint)
-        parts = []
+    def _shard_layout(self, d: Path, shard: Dict[str, Any], dim: int) -> int:
+        """Byte offset of a shard's data, after checking its shape against the manifest."""
+        rows, sdim, offset = _layout(d / shard["file"])
+        if (rows, sdim) != (shard["rows"], dim):
+            raise MMRecError(f"embedding cache shard {d / shard['file']} has shape ({rows}, {sdim}), "
+                             f"manifest says ({shard['rows']}, {dim})")
+        return offset
+
+    def _gather(self, fingerprint: str, manifest: Dict[str, Any], rows: np.ndarray, out: np.ndarray) -> None:
+        """Copy table rows ``rows`` (-1: skip) into ``out``, reading one block of one shard at a time."""
+        d, dim = self._dir(fingerprint), manifest["dim"]
+        want = np.flatnonzero(rows >= 0)
+        base = 0
         for shard in manifest["shards"]:
-            arr = _load_vectors(d / shard["file"])
-            if arr.shape != (shard["rows"], manifest["dim"]):
-                raise MMRecError(f"embedding cache shard {d / shard['file']} has shape {arr.shape}, "
-                                 f"manifest says ({shard['rows']}, {manifest['dim']})")
-            parts.append(arr)
-        if not parts:
-            return np.zeros((0, manifest["dim"]), dtype=np.float32)
-        return np.concatenate(parts, axis=0)
+            n_rows = shard["rows"]
+            sel = want[(rows[want] >= base) & (rows[want] < base + n_rows)]
+            if len(sel):
+                offset = self._shard_layout(d, shard, dim)
+                local = rows[sel] - base
+                with open(d / shard["file"], "rb") as fh:
+                    for start in range(0, n_rows, _BLOCK_ROWS):
+                        hit = (local >= start) & (local < start + _BLOCK_ROWS)
+                        if hit.any():
+                            block = _read_rows(fh, offset, dim, start, min(n_rows, start + _BLOCK_ROWS))
+                            out[sel[hit]] = block[local[hit] - start]
+            base += n_rows
 
     def __len__(self) -> int:
         return sum(self.count(p.name) for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else 0
@@ -141,11 +210,11 @@ class EmbeddingCache:
         out = np.zeros((n, manifest["dim"]), dtype=np.float32)
         if (~miss).any():
             try:
-                table = self._load_all(fingerprint, manifest)
+                self._gather(fingerprint, manifest, rows, out)
             except Exception as exc:
                 log.warning("embedding cache %s is unreadable (%s); recomputing", self._dir(fingerprint), exc)
+                out[:] = 0.0
                 return out, np.ones(n, dtype=bool)
-            out[~miss] = table[rows[~miss]]
         return out, miss
 
     # -- writing ------------------------------------------------------------------------------
@@ -180,8 +249,7 @@ class EmbeddingCache:
             n_rows = sum(s["rows"] for s in manifest["shards"])
             if len(manifest["shards"]) + 1 > MAX_SHARDS:
                 # compaction: one shard with everything, written before the manifest that names it
-                table = np.concatenate([self._load_all(fingerprint, manifest), new], axis=0)
-                shards = [self._write_shard(d, table)]
+                shards = [self._compact(d, manifest, new)]
             else:
                 shards = manifest["shards"] + [self._write_shard(d, new)]
             for j, i in enumerate(keep):
@@ -198,6 +266,21 @@ class EmbeddingCache:
         name = f"shard-{secrets.token_hex(8)}.safetensors"
         _save_vectors(d / name, vectors)
         return {"file": name, "rows": int(vectors.shape[0])}
+
+    def _compact(self, d: Path, manifest: Dict[str, Any], new: np.ndarray) -> Dict[str, Any]:
+        """One new shard: every cached row then ``new``, copied file to file (never the whole table in RAM)."""
+        dim = manifest["dim"]
+        offsets = [self._shard_layout(d, shard, dim) for shard in manifest["shards"]]
+        total = sum(s["rows"] for s in manifest["shards"]) + len(new)
+        name = f"shard-{secrets.token_hex(8)}.safetensors"
+        with atomic_path(d / name) as tmp, open(tmp, "wb") as out:
+            out.write(_header(total, dim))
+            for shard, offset in zip(manifest["shards"], offsets):
+                with open(d / shard["file"], "rb") as src:
+                    src.seek(offset)
+                    _copy_bytes(src, out, shard["rows"] * dim * 4)
+            out.write(_as_bytes(new))
+        return {"file": name, "rows": total}
 
     @staticmethod
     def _remove_strays(d: Path, manifest: Dict[str, Any]) -> None:

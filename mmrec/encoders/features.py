@@ -131,6 +131,20 @@ def _resolve_cache(cache: Union[EmbeddingCache, bool, None], cfg: EncodersConfig
     return EmbeddingCache(cfg.cache_dir)
 
 
+def _place_rows(n: int, rows: np.ndarray, vecs: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``vecs``/``ok`` of the items at ``rows``, spread over all ``n`` items (zero / False elsewhere).
+
+    When every item is present they are returned as they are: a second
+    ``[n, dim]`` array would double the peak memory of a large catalog.
+    """
+    if len(rows) == n:
+        return np.ascontiguousarray(vecs, dtype=np.float32), np.asarray(ok, dtype=bool)
+    out = np.zeros((n, vecs.shape[1]), dtype=np.float32)
+    mask = np.zeros(n, dtype=bool)
+    out[rows], mask[rows] = vecs, ok
+    return out, mask
+
+
 def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, modality: str = "both",
                   cache: Union[EmbeddingCache, bool, None] = None, text_encoder: Any = None,
                   image_encoder: Any = None, show_progress: bool = True) -> ItemFeatures:
@@ -161,13 +175,11 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
         texts = item_texts(catalog, cfg.text)
         present = np.array([bool(t.strip()) for t in texts], dtype=bool)
         rows = np.flatnonzero(present)
-        vecs = np.zeros((n, enc.dim), dtype=np.float32)
-        ok = np.zeros(n, dtype=bool)
         with tqdm(total=len(rows), desc="text", unit="item", disable=not show_progress) as bar:
             v, good, stats = embed_with_cache(
                 enc, [texts[i] for i in rows], [text_hash(texts[i]) for i in rows],
                 lambda chunk: enc.encode(chunk), cache=store, progress=bar)
-        vecs[rows], ok[rows] = v, good
+        vecs, ok = _place_rows(n, rows, v, good)
         stats.skipped = int(n - len(rows))
         feats.text, feats.has_text, feats.text_fingerprint = vecs, ok, enc.fingerprint
         summary["text"] = {**stats.to_dict(), "dim": enc.dim, "model": cfg.text.model}
@@ -184,8 +196,6 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
         if n_urls:
             log.warning("%d item image(s) are URLs; download them first (they count as no image)", n_urls)
         rows = np.flatnonzero(np.array(local, dtype=bool))
-        vecs = np.zeros((n, enc_i.dim), dtype=np.float32)
-        ok = np.zeros(n, dtype=bool)
 
         def compute(chunk: List[Any]) -> Any:
             return enc_i.encode_paths([c[0] for c in chunk], item_ids=[c[1] for c in chunk])
@@ -194,7 +204,7 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
             v, good, stats = embed_with_cache(
                 enc_i, [(paths[i], ids[i]) for i in rows], [file_hash(paths[i]) for i in rows],
                 compute, cache=store, progress=bar, chunk_size=max(enc_i.cfg.batch_size * 8, 64))
-        vecs[rows], ok[rows] = v, good
+        vecs, ok = _place_rows(n, rows, v, good)
         stats.skipped = int(n - len(rows))
         feats.image, feats.has_image, feats.image_fingerprint = vecs, ok, enc_i.fingerprint
         summary["image"] = {**stats.to_dict(), "dim": enc_i.dim, "model": cfg.image.model}

@@ -2,12 +2,19 @@
 
 ``ItemIndex`` wraps any FAISS factory index (Flat, HNSW, IVF-PQ, on-disk IVF)
 behind string ids, add/replace/remove, filtered batch search and atomic,
-fingerprint-checked save/load.
+fingerprint-checked save/load; builds and large adds are refused up front
+when they would not fit in memory (:mod:`mmrec.index.memory`).
 """
 from __future__ import annotations
 
 from mmrec.index.config import IndexConfig
-from mmrec.index.errors import IndexFileError, IndexMismatchError, ItemIndexError, UnknownItemError
+from mmrec.index.errors import (
+    IndexFileError,
+    IndexMemoryError,
+    IndexMismatchError,
+    ItemIndexError,
+    UnknownItemError,
+)
 from mmrec.index.item_index import ItemIndex
 
 __all__ = [
@@ -16,5 +23,6 @@ __all__ = [
     "ItemIndexError",
     "IndexMismatchError",
     "IndexFileError",
+    "IndexMemoryError",
     "UnknownItemError",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from mmrec.errors import ConfigError
 
@@ -31,6 +32,12 @@ class IndexConfig:
     from the stored vectors once tombstones exceed this share of its entries.
     ``on_disk`` keeps IVF inverted lists in a memory-mapped file
     (``index.ivfdata``) instead of RAM.
+    ``max_memory_gb``: memory budget (GiB) for building or growing the index.
+    ``None`` (default) means 80% of what the machine has free (MemAvailable,
+    capped by a cgroup memory limit). A build or large add whose estimated
+    footprint (FAISS index + raw vectors + id maps + training scratch) exceeds
+    it fails up front with :class:`~mmrec.index.errors.IndexMemoryError`
+    instead of being OOM-killed half-way.
     """
 
     factory: str = "Flat"
@@ -43,6 +50,7 @@ class IndexConfig:
     rebuild_tombstone_fraction: float = 0.2
     on_disk: bool = False
     seed: int = 0
+    max_memory_gb: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.factory, str) or not self.factory.strip():
@@ -65,6 +73,11 @@ class IndexConfig:
         self.rebuild_tombstone_fraction = float(frac)
         if not isinstance(self.on_disk, bool):
             raise ConfigError(f"index.on_disk must be true or false, got {self.on_disk!r}")
+        budget = self.max_memory_gb
+        if budget is not None:
+            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not float(budget) > 0:
+                raise ConfigError(f"index.max_memory_gb must be a number > 0 (GiB) or null, got {budget!r}")
+            self.max_memory_gb = float(budget)
         if self.on_disk and not re.search(r"\bIVF", self.factory):
             raise ConfigError(
                 f"index.on_disk needs an IVF factory (e.g. 'IVF1024,PQ32'), got {self.factory!r}"

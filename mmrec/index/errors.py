@@ -18,3 +18,7 @@ class IndexFileError(ItemIndexError):
 
 class UnknownItemError(ItemIndexError):
     """An item id is not in the index."""
+
+
+class IndexMemoryError(ItemIndexError):
+    """The configured index would not fit in the available memory (or in ``index.max_memory_gb``)."""

@@ -37,6 +37,7 @@ import numpy as np
 from mmrec.atomic import atomic_dir, moved_aside, write_json
 from mmrec.errors import ConfigError, MMRecError
 from mmrec.index import _faiss_util as fu
+from mmrec.index import memory
 from mmrec.index.config import IndexConfig
 from mmrec.index.errors import IndexFileError, IndexMismatchError, UnknownItemError
 
@@ -50,6 +51,7 @@ IVFDATA_FILE = "index.ivfdata"
 VECTORS_FILE = "vectors.npy"
 
 _ADD_CHUNK = 65_536
+_SMALL_ADD_BYTES = 16 << 20  # adds growing the index by less than this skip the free-memory check
 
 
 def _now() -> str:
@@ -59,6 +61,15 @@ def _now() -> str:
 def _show(ids: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(repr(i) for i in list(ids)[:limit])
     return shown + (f" (+{len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def _nonfinite_rows(x: np.ndarray) -> np.ndarray:
+    """Rows with a NaN/inf, checked ~4 MB at a time (a whole-array mask would cost n*dim bytes)."""
+    bad = np.zeros(len(x), dtype=bool)
+    step = max(1, (4 << 20) // max(1, x.shape[1]))
+    for start in range(0, len(x), step):
+        bad[start : start + step] = ~np.isfinite(x[start : start + step]).all(axis=1)
+    return bad
 
 
 class ItemIndex:
@@ -240,7 +251,7 @@ class ItemIndex:
         if x.shape[0] != len(ids):
             raise MMRecError(f"got {len(ids)} item ids but {x.shape[0]} vectors")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        bad = ~np.isfinite(x).all(axis=1)
+        bad = _nonfinite_rows(x)
         if bad.any():
             raise MMRecError(f"non-finite values in the vectors of items {_show([ids[i] for i in np.flatnonzero(bad)])}")
         return ids, x
@@ -273,10 +284,13 @@ class ItemIndex:
         """
         ids, x = self._check_batch(ids, vectors)
         with self._lock:
+            fresh = self._new_faiss_index()
+            # before anything is dropped or allocated; the current contents are freed by the rebuild
+            self._check_memory(fresh, len(ids), action="build", base_bytes=self._footprint())
             if fingerprint is not None:
                 self._fingerprint = self._check_fingerprint(fingerprint)
             self._reset_items()
-            self._set_faiss_index(self._new_faiss_index())
+            self._set_faiss_index(fresh)
             if not self._index.is_trained:
                 self._train(x)
             self._prepare_for_write()
@@ -317,6 +331,7 @@ class ItemIndex:
         if not ids:
             return
         with self._lock:
+            self._check_add_memory(len(ids))
             if not self._index.is_trained:
                 self._train(x)
             self._prepare_for_write()
@@ -331,13 +346,26 @@ class ItemIndex:
         if n == 0:
             return
         iids = np.arange(self._next_iid, self._next_iid + n, dtype=np.int64)
-        for start in range(0, n, _ADD_CHUNK):
-            self._faiss_add(x[start : start + _ADD_CHUNK], iids[start : start + _ADD_CHUNK])
+        step = self._add_step(n)
+        for start in range(0, n, step):
+            self._faiss_add(x[start : start + step], iids[start : start + step])
         self._next_iid += n
         self._append_rows(iids, x)
         for item_id, iid in zip(ids, iids.tolist()):
             self._str2iid[item_id] = iid
             self._iid2str[iid] = item_id
+
+    def _add_step(self, n: int) -> int:
+        """Rows per FAISS ``add`` call.
+
+        One call lets FAISS size its code arrays exactly; several calls grow
+        them by doubling, which briefly holds old and new copies (up to ~1.7x
+        the codes). FAISS bounds its own scratch for IVF (65536 rows at a
+        time) and needs none for flat codes or HNSW; only a pre-transform
+        (PCA, OPQ) would copy all ``n`` transformed rows at once, so that is
+        fed in chunks.
+        """
+        return _ADD_CHUNK if isinstance(fu.base_of(self._index), faiss.IndexPreTransform) else max(1, n)
 
     def _faiss_add(self, x: np.ndarray, iids: np.ndarray) -> None:
         if self._config.on_disk:
@@ -445,6 +473,40 @@ class ItemIndex:
                 self._faiss_add(
                     np.ascontiguousarray(self._vecs[start:stop]), np.ascontiguousarray(self._row_iid[start:stop])
                 )
+
+    # ---------------------------------------------------------------- memory
+
+    def _estimate(self, index: faiss.Index, n: int, vector_rows: Optional[int] = None) -> memory.MemoryEstimate:
+        cfg = self._config
+        return memory.estimate_item_index(
+            index, n, self._dim, cfg.factory, train_sample=cfg.train_sample, on_disk=cfg.on_disk,
+            vector_rows=vector_rows,
+        )
+
+    def _footprint(self) -> int:
+        """Estimated bytes this index holds now (no scratch), freed when it is rebuilt."""
+        if self._n == 0 and self._index.ntotal == 0:
+            return 0
+        est = self._estimate(self._index, int(self._index.ntotal), vector_rows=len(self._vecs))
+        return est.total - est.transient_bytes
+
+    def _check_memory(self, index: faiss.Index, n: int, action: str, base_bytes: int = 0,
+                      vector_rows: Optional[int] = None) -> None:
+        est = self._estimate(index, n, vector_rows)
+        log.debug("memory estimate for %s of %s over %d vectors: %d bytes (%s)",
+                  action, self._config.factory, n, est.total, est.breakdown())
+        memory.check_fits(est, self._config.max_memory_gb, action=action, base_bytes=base_bytes)
+
+    def _check_add_memory(self, n_new: int) -> None:
+        """Guard an add: the grown index must fit the budget; large adds must fit in free memory."""
+        total = int(self._index.ntotal) + n_new
+        need = self._n + n_new
+        rows = len(self._vecs) if need <= len(self._vecs) else max(need, 2 * len(self._vecs), 1024)
+        if self._config.max_memory_gb is None:
+            grow = self._estimate(self._index, total, rows).total - self._footprint()
+            if grow < _SMALL_ADD_BYTES:
+                return
+        self._check_memory(self._index, total, action="add to", base_bytes=self._footprint(), vector_rows=rows)
 
     def _prepare_for_write(self) -> None:
         """Make a loaded (memory-mapped, read-only) index writable: copy on write.
