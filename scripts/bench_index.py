@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -160,8 +161,9 @@ def bench_recommender(run: str, n_items: int, recommend_items: int, sigma: float
     from mmrec.data.prepare import load_prepared
     cat = load_prepared(rec.cfg.data.name).catalog.df
     sample = cat.head(n_items)
-    # a new title per item, so each text is really embedded (the catalog's own texts are in the cache)
-    text_items = [{"item_id": f"bench-text-{i}", "title": f"{t} (benchmark copy {i})", "description": d}
+    # a title never seen before (run nonce), so each text is really embedded, not read from the embedding cache
+    nonce = secrets.token_hex(4)
+    text_items = [{"item_id": f"bench-text-{i}", "title": f"{t} (benchmark copy {i}, {nonce})", "description": d}
                   for i, (t, d) in enumerate(zip(sample["title"], sample["description"]))]
     rec.onboard(text_items[:2])  # load encoders once
     t0 = time.perf_counter()
@@ -172,7 +174,7 @@ def bench_recommender(run: str, n_items: int, recommend_items: int, sigma: float
            "recommend_cpu_ms_mean": round(cpu_ms, 2), "recommend_catalog_items": len(rec),
            "onboard_items_per_s": round(text_rate, 1)}
     if "image" in rec.modalities:
-        img_items = [{"item_id": f"bench-img-{i}", "title": f"{t} (benchmark image copy {i})", "image": p}
+        img_items = [{"item_id": f"bench-img-{i}", "title": f"{t} (benchmark image copy {i}, {nonce})", "image": p}
                      for i, (t, p) in enumerate(zip(sample["title"], sample["image"])) if p]
         t0 = time.perf_counter()
         rec.onboard(img_items)
