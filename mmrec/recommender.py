@@ -454,7 +454,11 @@ class Recommender:
             personal = [i for i, rows in enumerate(rows_list) if rows]
             if personal:
                 users = self._user_vectors([rows_list[i] for i in personal])
-                hits = self._search(users, k, [seen_list[i] for i in personal], allowed)
+                offset = self.model.seen_offset()
+                if exclude_seen or offset == 0.0:
+                    hits = self._search(users, k, [seen_list[i] for i in personal], allowed)
+                else:
+                    hits = self._search_with_seen_offset(users, [rows_list[i] for i in personal], k, allowed, offset)
                 for j, i in enumerate(personal):
                     results[i] = [self._result(iid, s, "history") for iid, s in hits[j]]
                     if explain:
@@ -511,6 +515,30 @@ class Recommender:
                     still.append(b)
             pending = still
             fetch = min(total, fetch * 4)
+        return out
+
+    def _search_with_seen_offset(self, users: np.ndarray, rows_list: list[list[int]], k: int, allowed: Any,
+                                 offset: float) -> list[list[tuple[str, float]]]:
+        """Top-k when seen items stay eligible: the model's learned seen-item offset applies to its window.
+
+        The index knows only cosines, so fetch ``k + |window|`` hits, then give
+        every window item its exact score (cosine + offset) and re-rank: exact
+        whether the offset pushes window items down or up.
+        """
+        width = self.model.cfg.max_len if self.model.cfg.causal else self.model.cfg.max_len - 1
+        windows = [list(dict.fromkeys(rows[-width:])) for rows in rows_list]
+        fetched = self._search(users, k + max(len(w) for w in windows), [set()] * len(users), allowed)
+        out = []
+        for q, hits, window in zip(users, fetched, windows):
+            ids = {self._ids[r] for r in window}
+            merged = {i: s for i, s in hits if i not in ids}
+            for r in window:
+                iid = self._ids[r]
+                if iid not in self.index or (allowed is not None and not (
+                        iid in allowed if isinstance(allowed, set) else allowed(iid))):
+                    continue
+                merged[iid] = float(self._vecs[r] @ q) + offset
+            out.append(sorted(merged.items(), key=lambda kv: -kv[1])[:k])
         return out
 
     def _fallback(self, k: int, seen: set, allowed: Any, qvec: Optional[np.ndarray]) -> list[dict]:

@@ -165,3 +165,61 @@ def test_causal_model_with_left_padding_gives_finite_scores():
     m.train()
     out = m(torch.tensor([[-1, -1, 1, 2]]), torch.tensor([[False, False, True, True]]), torch.tensor([[-1, 1, 2, 3]]))
     assert torch.isfinite(out["loss"])
+
+
+def test_seen_candidates_mark_what_each_scored_position_can_see():
+    m = _model(causal=True, seen_bias=True)
+    items = torch.tensor([[-1, 2, 5, 2]])
+    scored = torch.tensor([[False, True, True, True]])
+    seen = m._seen_candidates(items, scored, torch.arange(10))
+    assert [set(torch.nonzero(r).flatten().tolist()) for r in seen] == [{2}, {2, 5}, {2, 5}]
+    # candidates gathered across processes may repeat: every copy of a seen item is marked
+    seen = m._seen_candidates(items, scored, torch.tensor([5, 2, 9, 5]))
+    assert seen.tolist() == [[False, True, False, False], [True, True, False, True], [True, True, False, True]]
+    mb = _model(causal=False, seen_bias=True)  # bidirectional: the row's unmasked items
+    seen = mb._seen_candidates(torch.tensor([[4, 6, 8, 1]]), torch.tensor([[False, True, False, True]]),
+                               torch.arange(10))
+    assert [set(torch.nonzero(r).flatten().tolist()) for r in seen] == [{4, 8}, {4, 8}]
+
+
+def test_score_items_offsets_only_the_visible_window():
+    from mmrec.model.seqrec import SEEN_BIAS_GAIN
+    m = _model(causal=True, seen_bias=True)  # max_len 8
+    hist = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 2]])  # 0 and 1 fall outside the 8-item window
+    vecs = m.item_vectors()
+    plain = m.user_vectors(hist, vecs) @ vecs.T
+    assert torch.allclose(m.score_items(hist, vecs), plain)  # offset starts at 0
+    with torch.no_grad():
+        m.seen_bias.fill_(-0.3 / SEEN_BIAS_GAIN)
+    assert m.seen_offset() == pytest.approx(-0.3)
+    diff = (m.score_items(hist, vecs) - plain)[0]
+    expected = torch.tensor([0.0, 0.0] + [-0.3] * 7 + [0.0])  # item 2 seen twice: offset once; item 9 unseen
+    assert torch.allclose(diff, expected, atol=1e-6)
+    off = _model(causal=True, seen_bias=False)
+    assert off.seen_offset() == 0.0 and off.seen_bias is None
+
+
+@pytest.mark.parametrize("repeats", [True, False])
+def test_seen_bias_learns_whether_users_come_back(repeats):
+    """Cycling through 3 items (every next item was just seen) -> positive offset; never
+    repeating an item -> negative. The offset is learned, not fixed."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=16, layers=1, heads=2, max_len=8, dropout=0.0, attn_dropout=0.0, causal=True,
+                      use_id=False, use_image=False, seen_bias=True)
+    m = MMRecModel(cfg, LossConfig(), n_items=12, text_dim=6)
+    m.set_features(torch.randn(12, 6, generator=torch.Generator().manual_seed(3)).numpy(), None,
+                   np.ones(12, bool), None)
+    rng = np.random.default_rng(0)
+    if repeats:
+        seqs = [np.tile(rng.choice(12, 3, replace=False), 3) for _ in range(32)]
+    else:
+        seqs = [rng.permutation(12)[:9] for _ in range(32)]
+    batch = make_batch(seqs, 8, True, 0.2, 0.0, rng)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    m.train()
+    for _ in range(60):
+        loss = m(batch.items, batch.scored, batch.targets)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (m.seen_offset() > 0.1) if repeats else (m.seen_offset() < -0.5)

@@ -37,8 +37,11 @@ LEARNED_VARIANTS: Dict[str, List[str]] = {
     "ours": [],  # the run's config as given (configs/default.yaml: content + ID embedding)
     "ours+id": ["model.use_id=true"],
     "ours-noid": ["model.use_id=false"],
+    "ours-noseen": ["model.seen_bias=false"],  # ablation: without the learned seen-item offset
     "id-sasrec": ["model.use_text=false", "model.use_image=false", "model.use_id=true", "model.causal=true",
                   "loss.contrastive_weight=0.0"],
+    "id-sasrec-noseen": ["model.use_text=false", "model.use_image=false", "model.use_id=true", "model.causal=true",
+                         "loss.contrastive_weight=0.0", "model.seen_bias=false"],  # a plain SASRec (CE) of ours
     "id-bert4rec": ["model.use_text=false", "model.use_image=false", "model.use_id=true", "model.causal=false",
                     "loss.contrastive_weight=0.0"],
 }

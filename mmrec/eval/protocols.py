@@ -108,7 +108,6 @@ def model_scorer(model: torch.nn.Module, item_vecs: Optional[torch.Tensor] = Non
     vecs = item_vecs if item_vecs is not None else model.item_vectors()
 
     def score(histories: torch.Tensor) -> torch.Tensor:
-        u = model.user_vectors(histories.to(dev), vecs)
-        return u @ vecs.T
+        return model.score_items(histories.to(dev), vecs)
 
     return score

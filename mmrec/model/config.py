@@ -20,6 +20,12 @@ class ModelConfig:
     share of items in training so content alone must score well (cold items
     never have one). ``causal`` (the default) trains left-to-right next-item
     prediction; ``causal=False`` is the bidirectional masked-item (Cloze) model.
+    ``seen_bias`` adds one learned score offset to the items in the model's own
+    input window (the last ``max_len`` history items): the model learns from the
+    training data whether users come back to items they just had (negative on
+    MovieLens, where nobody rates a film twice; positive where re-consumption is
+    common). It uses only the history the transformer already reads, never the
+    evaluator's full-history mask.
     """
 
     dim: int = 64
@@ -37,6 +43,7 @@ class ModelConfig:
     id_dropout: float = 0.1
     modality_dropout: float = 0.1
     causal: bool = True
+    seen_bias: bool = True
 
     def __post_init__(self) -> None:
         require(self.dim > 0 and self.layers >= 0 and self.heads > 0, "model.dim/heads must be > 0 and layers >= 0")

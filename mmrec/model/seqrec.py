@@ -25,6 +25,8 @@ from mmrec.model.sequence import SequenceEncoder
 
 PAD = -1
 MAX_LOGIT_SCALE = math.log(100.0)
+#: the seen-item offset is stored divided by this, so AdamW's ~lr-sized steps move it at a useful pace
+SEEN_BIAS_GAIN = 10.0
 
 
 @dataclass
@@ -50,6 +52,8 @@ class MMRecModel(nn.Module):
         init = math.log(1.0 / loss.temperature)
         self.logit_scale = nn.Parameter(torch.tensor(init), requires_grad=loss.learn_temperature)
         self.clip_logit_scale = nn.Parameter(torch.tensor(init), requires_grad=loss.learn_temperature)
+        # learned offset (cosine units, times SEEN_BIAS_GAIN) for items in the visible input window
+        self.seen_bias: Optional[nn.Parameter] = nn.Parameter(torch.zeros(())) if cfg.seen_bias else None
         self.register_buffer("text_feats", torch.zeros(n_items, max(text_dim, 1)), persistent=False)
         self.register_buffer("image_feats", torch.zeros(n_items, max(image_dim, 1)), persistent=False)
         self.register_buffer("has_text", torch.zeros(n_items, dtype=torch.bool), persistent=False)
@@ -115,6 +119,30 @@ class MMRecModel(nn.Module):
         if masked is not None:
             pad = pad & ~masked
         return self.encoder(vecs, pad, masked)
+
+    def visible_history(self, histories: torch.Tensor) -> torch.Tensor:
+        """The part of right-aligned ``histories`` [B, L'] that :meth:`user_vectors` reads."""
+        return histories[:, -(self.cfg.max_len if self.cfg.causal else self.cfg.max_len - 1):]
+
+    def seen_offset(self) -> float:
+        """The learned score offset for items in the input window (0.0 when ``model.seen_bias`` is off)."""
+        return 0.0 if self.seen_bias is None else float(self.seen_bias.detach()) * SEEN_BIAS_GAIN
+
+    def score_items(self, histories: torch.Tensor, item_vecs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scores [B, N] of every item for right-aligned ``histories`` [B, L'] (what evaluation ranks).
+
+        The cosine of the user vector with each item vector, plus the learned
+        seen-item offset on the items of the visible window.
+        """
+        vecs = item_vecs if item_vecs is not None else self.item_vectors()
+        scores = self.user_vectors(histories, vecs) @ vecs.T
+        if self.seen_bias is not None:
+            vis = self.visible_history(histories)
+            n = scores.shape[1]
+            seen = torch.zeros(len(scores), n + 1, dtype=torch.bool, device=scores.device)
+            seen.scatter_(1, torch.where(vis >= 0, vis, torch.full_like(vis, n)), True)
+            scores = scores + (self.seen_bias * SEEN_BIAS_GAIN) * seen[:, :n].to(scores.dtype)
+        return scores
 
     def user_vectors(self, histories: torch.Tensor, item_vecs: Optional[torch.Tensor] = None) -> torch.Tensor:
         """User vectors [B, d] (L2-normalised) from right-aligned histories [B, L'] of catalog indices.
@@ -182,7 +210,31 @@ class MMRecModel(nn.Module):
         if (t_idx < 0).any():
             raise RuntimeError("a training target is not among the candidates (is it a held-out item?)")
         fn = (cand_ids.unsqueeze(0) == tgt.unsqueeze(1)) if lc.negatives != "all" else None
-        return masked_item_loss(user, cand, t_idx, self.scale(), fn)
+        seen = self._seen_candidates(items, scored, cand_ids) if self.seen_bias is not None else None
+        bias = self.seen_bias * SEEN_BIAS_GAIN if self.seen_bias is not None else None
+        return masked_item_loss(user, cand, t_idx, self.scale(), fn, seen, bias)
+
+    def _seen_candidates(self, items: torch.Tensor, scored: torch.Tensor, cand_ids: torch.Tensor) -> torch.Tensor:
+        """[M, C] bool: candidate c is an item the scored position m can see in its input.
+
+        Causal: the items at or before its position; bidirectional: the row's
+        unmasked items. Candidates may repeat (gathered across processes), so
+        the mask is built on each item's first column and copied to the others.
+        """
+        rows, pos = torch.nonzero(scored, as_tuple=True)  # the order of out[scored]
+        vis = items[rows]  # [M, L]
+        ok = vis >= 0
+        if self.cfg.causal:
+            ok &= torch.arange(items.shape[1], device=items.device).unsqueeze(0) <= pos.unsqueeze(1)
+        else:
+            ok &= ~scored[rows]
+        C = len(cand_ids)
+        first = torch.full((self.n_items,), C, dtype=torch.long, device=items.device)
+        first.scatter_reduce_(0, cand_ids, torch.arange(C, device=items.device), reduce="amin")
+        cols = torch.where(ok, first[vis.clamp(min=0)], torch.full_like(vis, C))
+        mask = torch.zeros(len(rows), C + 1, dtype=torch.bool, device=items.device)
+        mask.scatter_(1, cols, True)
+        return mask[:, first[cand_ids]]
 
     def _sample_negatives(self, n: int, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
         pool = torch.nonzero(self.trainable_items, as_tuple=True)[0]
