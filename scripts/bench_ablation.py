@@ -4,6 +4,7 @@
     python scripts/bench_ablation.py [--config configs/default.yaml] [--variants default,noseen,noid,noid-noseen]
                                      [--json benchmarks/results/ablation_ml100k.json] [key=value ...]
     python scripts/bench_ablation.py --quick      # 40 steps per variant, a pipeline check
+    python scripts/bench_ablation.py --buckets --plot benchmarks/results/longtail_ml100k.png   # + long-tail analysis
 
 Each variant is the config plus its overrides (:data:`VARIANTS`), trained from
 the same seed with early stopping on validation NDCG@10; the best-validation
@@ -11,6 +12,11 @@ weights are evaluated once on the test split, warm (target trained on) and
 cold (target a held-out item, represented from content alone). The config's
 cold-start hold-out is kept, unlike the RecBole side by side (which has none).
 Prints a Markdown table and writes JSON with machine, versions and git commit.
+
+``--buckets`` adds the long-tail analysis (``mmrec.eval.longtail``) over all
+test events: NDCG@10 by the target's popularity (head / torso / tail) and by
+its number of training interactions (0 = cold, 1-5, 6-20, >20), for every
+variant and the MostPopular and content-kNN baselines, with ``--plot`` a PNG.
 """
 from __future__ import annotations
 
@@ -65,6 +71,19 @@ def run_variant(config: str, name: str, overrides: List[str], out: Path, threads
             "train_seconds": summary["train_seconds"], "wall_s": round(time.perf_counter() - t0, 1)}
 
 
+def longtail(runs: Path, names: List[str]) -> Dict[str, Any]:
+    """One long-tail report over every variant (same split and events) plus the harness baselines."""
+    from mmrec.eval.harness import MODEL_NAME, evaluate_run
+    merged: Dict[str, Any] = {"popularity": {}, "train_count": {}}
+    for i, name in enumerate(names):
+        rep = evaluate_run(runs / name, ["all"], "test", baselines=(i == 0), buckets=True)["buckets"]
+        for kind in ("popularity", "train_count"):
+            for model, rows in rep[kind].items():
+                merged[kind][name if model == MODEL_NAME else model] = rows
+        merged["items"] = rep["items"]
+    return merged
+
+
 def _seen_offset(run: Path) -> float | None:
     from mmrec.train.runs import load_run
     model = load_run(run).model
@@ -80,10 +99,14 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--output-dir", default=None, help="where the runs go (default: a temporary folder)")
     p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--buckets", action="store_true", help="long-tail analysis of every variant and the baselines")
+    p.add_argument("--plot", default=None, metavar="PNG", help="with --buckets: the long-tail bar chart")
     p.add_argument("overrides", nargs="*", default=[], help="dotted overrides for every variant")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.plot and not args.buckets:
+        p.error("--plot draws the long-tail buckets: add --buckets")
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
@@ -98,6 +121,13 @@ def main(argv: List[str] | None = None) -> int:
               "warm MRR@10": r["test_warm"].get("mrr@10"), "cold NDCG@10": r["test_cold"].get("ndcg@10"),
               "cold HR@10": r["test_cold"].get("hr@10"), "seen offset": r["seen_offset"]} for r in rows]
     print(markdown_table(table, list(table[0])))
+    extra_result: Dict[str, Any] = {}
+    if args.buckets:
+        from mmrec.eval.longtail import format_longtail, plot_longtail
+        extra_result["longtail"] = longtail(out, names)
+        print(format_longtail(extra_result["longtail"]))
+        if args.plot:
+            extra_result["longtail_plot"] = str(plot_longtail(extra_result["longtail"], args.plot))
     write_result(args.json, {
         "benchmark": "bench_ablation", "config": str(Path(args.config).resolve().relative_to(REPO))
         if Path(args.config).resolve().is_relative_to(REPO) else args.config,
@@ -105,7 +135,8 @@ def main(argv: List[str] | None = None) -> int:
         "protocol": "leave-one-out by time, full ranking over the whole catalog, history exclusion as in the "
                     "config; warm = test targets trained on, cold = held-out items (content only); test "
                     "evaluated once with the best-validation weights",
-        "runs": rows, "command": ["scripts/bench_ablation.py", *(argv if argv is not None else sys.argv[1:])]})
+        "runs": rows, **extra_result,
+        "command": ["scripts/bench_ablation.py", *(argv if argv is not None else sys.argv[1:])]})
     return 0
 
 

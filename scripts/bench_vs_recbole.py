@@ -266,6 +266,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     t_start = time.perf_counter()
+    commit = git_commit()  # the code that runs, read before a long run (the tree may move on meanwhile)
 
     cfg = build_config(args, shared_cache)
     data = prepare(cfg)
@@ -366,7 +367,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "versions": {"mmrec": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
                      **({"recbole": next(iter(recbole.values()))["recbole"],
                          "recbole_torch": next(iter(recbole.values()))["torch"]} if recbole else {})},
-        "git_commit": git_commit(), "command": [Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]),
+        "git_commit": commit, "command": [Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
