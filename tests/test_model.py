@@ -167,19 +167,44 @@ def test_causal_model_with_left_padding_gives_finite_scores():
     assert torch.isfinite(out["loss"])
 
 
+def _dense(pairs, m: int, c: int) -> torch.Tensor:
+    out = torch.zeros(m, c, dtype=torch.bool)
+    out[pairs] = True
+    assert int(out.sum()) == len(pairs[0])  # pairs are distinct
+    return out
+
+
 def test_seen_candidates_mark_what_each_scored_position_can_see():
     m = _model(causal=True, seen_bias=True)
     items = torch.tensor([[-1, 2, 5, 2]])
     scored = torch.tensor([[False, True, True, True]])
-    seen = m._seen_candidates(items, scored, torch.arange(10))
+    seen = _dense(m._seen_candidates(items, scored, torch.arange(10)), 3, 10)
     assert [set(torch.nonzero(r).flatten().tolist()) for r in seen] == [{2}, {2, 5}, {2, 5}]
     # candidates gathered across processes may repeat: every copy of a seen item is marked
-    seen = m._seen_candidates(items, scored, torch.tensor([5, 2, 9, 5]))
+    seen = _dense(m._seen_candidates(items, scored, torch.tensor([5, 2, 9, 5])), 3, 4)
     assert seen.tolist() == [[False, True, False, False], [True, True, False, True], [True, True, False, True]]
     mb = _model(causal=False, seen_bias=True)  # bidirectional: the row's unmasked items
-    seen = mb._seen_candidates(torch.tensor([[4, 6, 8, 1]]), torch.tensor([[False, True, False, True]]),
-                               torch.arange(10))
+    seen = _dense(mb._seen_candidates(torch.tensor([[4, 6, 8, 1]]), torch.tensor([[False, True, False, True]]),
+                                      torch.arange(10)), 2, 10)
     assert [set(torch.nonzero(r).flatten().tolist()) for r in seen] == [{4, 8}, {4, 8}]
+
+
+def test_seen_offset_in_the_loss_equals_the_dense_formula_with_its_gradient():
+    torch.manual_seed(0)
+    user = F.normalize(torch.randn(5, 8), dim=-1)
+    cand = F.normalize(torch.randn(7, 8), dim=-1)
+    target = torch.tensor([0, 3, 6, 2, 2])
+    seen = torch.zeros(5, 7, dtype=torch.bool)
+    seen[[0, 0, 2, 4, 4], [1, 0, 5, 2, 6]] = True  # includes a target (row 4 saw item 2 before)
+    scale = torch.tensor(7.0)
+    b1 = torch.tensor(-0.4, requires_grad=True)
+    got = masked_item_loss(user, cand, target, scale, seen=torch.nonzero(seen, as_tuple=True), seen_bias=b1)
+    got.backward()
+    b2 = torch.tensor(-0.4, requires_grad=True)
+    ref = F.cross_entropy(scale * (user @ cand.T + b2 * seen.float()), target)
+    ref.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert b1.grad.item() == pytest.approx(b2.grad.item(), rel=1e-5)
 
 
 def test_score_items_offsets_only_the_visible_window():

@@ -7,7 +7,7 @@ the config is the global batch and every process sees all negatives.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -35,20 +35,24 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def masked_item_loss(user: torch.Tensor, candidates: torch.Tensor, target_idx: torch.Tensor, scale: torch.Tensor,
-                     false_negative: Optional[torch.Tensor] = None, seen: Optional[torch.Tensor] = None,
+                     false_negative: Optional[torch.Tensor] = None,
+                     seen: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                      seen_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """InfoNCE of outputs against candidate item vectors.
 
     ``user`` [M, d] and ``candidates`` [C, d] are L2-normalised; ``target_idx``
     [M] indexes the true item in ``candidates``; ``false_negative`` [M, C]
     marks other candidates that are the same item as the target (excluded).
-    ``seen`` [M, C] marks candidates in the scored position's visible input;
-    ``seen_bias`` (a scalar, in cosine units) is added to their scores.
+    ``seen`` = (rows, cols), distinct pairs: candidate ``cols[j]`` is in the
+    visible input of output ``rows[j]``; ``seen_bias`` (a scalar, in cosine
+    units) is added to those scores. The logits matrix [M, C] is the big one
+    (M ~ batch x length, C ~ catalog), so the scale multiplies ``user`` and the
+    offset touches only the seen pairs.
     """
-    sims = user @ candidates.T
+    logits = (scale * user) @ candidates.T
     if seen is not None and seen_bias is not None:
-        sims = sims + seen_bias * seen.to(sims.dtype)
-    logits = scale * sims
+        rows, cols = seen
+        logits.index_put_((rows, cols), logits[rows, cols] + scale * seen_bias)
     if false_negative is not None:
         keep_target = F.one_hot(target_idx, candidates.shape[0]).bool()
         logits = logits.masked_fill(false_negative & ~keep_target, float("-inf"))

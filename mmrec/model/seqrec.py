@@ -214,12 +214,14 @@ class MMRecModel(nn.Module):
         bias = self.seen_bias * SEEN_BIAS_GAIN if self.seen_bias is not None else None
         return masked_item_loss(user, cand, t_idx, self.scale(), fn, seen, bias)
 
-    def _seen_candidates(self, items: torch.Tensor, scored: torch.Tensor, cand_ids: torch.Tensor) -> torch.Tensor:
-        """[M, C] bool: candidate c is an item the scored position m can see in its input.
+    def _seen_candidates(self, items: torch.Tensor, scored: torch.Tensor,
+                         cand_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Distinct (output, candidate) pairs where the candidate is an item that scored position can see.
 
-        Causal: the items at or before its position; bidirectional: the row's
-        unmasked items. Candidates may repeat (gathered across processes), so
-        the mask is built on each item's first column and copied to the others.
+        Outputs are the scored positions in the order of ``out[scored]``.
+        Causal: the items at or before the position; bidirectional: the row's
+        unmasked items. Candidates may repeat (gathered across processes):
+        every copy of a seen item is paired.
         """
         rows, pos = torch.nonzero(scored, as_tuple=True)  # the order of out[scored]
         vis = items[rows]  # [M, L]
@@ -229,12 +231,20 @@ class MMRecModel(nn.Module):
         else:
             ok &= ~scored[rows]
         C = len(cand_ids)
-        first = torch.full((self.n_items,), C, dtype=torch.long, device=items.device)
-        first.scatter_reduce_(0, cand_ids, torch.arange(C, device=items.device), reduce="amin")
-        cols = torch.where(ok, first[vis.clamp(min=0)], torch.full_like(vis, C))
-        mask = torch.zeros(len(rows), C + 1, dtype=torch.bool, device=items.device)
-        mask.scatter_(1, cols, True)
-        return mask[:, first[cand_ids]]
+        col = torch.full((self.n_items,), -1, dtype=torch.long, device=items.device)
+        col[cand_ids] = torch.arange(C, device=items.device)
+        out_idx = torch.arange(len(rows), device=items.device).unsqueeze(1).expand_as(vis)[ok]
+        item = vis[ok]
+        if len(torch.unique(cand_ids)) == C:  # the usual case: one column per item
+            c = col[item]
+            keep = c >= 0
+            pair = torch.unique(out_idx[keep] * C + c[keep])  # an item seen twice is offset once
+            return pair // C, pair % C
+        # repeated candidates: match every (output, seen item) with every column holding that item
+        mask = torch.zeros(len(rows), self.n_items + 1, dtype=torch.bool, device=items.device)
+        mask[out_idx, item] = True
+        r, c = torch.nonzero(mask[:, cand_ids], as_tuple=True)
+        return r, c
 
     def _sample_negatives(self, n: int, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
         pool = torch.nonzero(self.trainable_items, as_tuple=True)[0]
