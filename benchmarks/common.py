@@ -50,8 +50,9 @@ def write_result(path: str | Path | None, result: Dict[str, Any]) -> Dict[str, A
 
 
 def markdown_table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> str:
+    """Dict rows as a table (floats to 4 significant digits), through :func:`mmrec.markdown.markdown_table`."""
+    from mmrec.markdown import markdown_table as table
+
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return table(list(columns), [[fmt(r.get(c, "")) for c in columns] for r in rows])

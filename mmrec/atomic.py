@@ -88,10 +88,17 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as pretty JSON, atomically."""
+def write_json(path: str | os.PathLike[str], obj: Any, *, compact: bool = False) -> None:
+    """Write ``obj`` as pretty JSON (indented, sorted keys), atomically.
+
+    ``compact``: one line, keys in insertion order, no spaces -- for large,
+    often rewritten files (the embedding-cache manifest), where the indented
+    form (pure-Python encoder) takes about twice the time and memory.
+    """
+    text = (json.dumps(obj, separators=(",", ":"), default=str) if compact
+            else json.dumps(obj, indent=2, sort_keys=True, default=str))
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -53,13 +53,13 @@ def describe(cfg: Any) -> str:
 
 def run_variant(config: str, name: str, overrides: List[str], out: Path, threads: int) -> Dict[str, Any]:
     from mmrec.config import load_config
-    from mmrec.train.trainer import Trainer
+    from mmrec.pipeline import make_trainer
     import torch
     if threads:
         torch.set_num_threads(threads)
     cfg = load_config(config, VARIANTS[name] + overrides)
     t0 = time.perf_counter()
-    summary = Trainer(cfg, str(out / name)).train()
+    summary = make_trainer(cfg, str(out / name)).train()
     test = summary["test"]
     keep = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20", "users")
     return {"variant": name, "model": describe(cfg), "overrides": VARIANTS[name] + overrides,
@@ -85,7 +85,7 @@ def longtail(runs: Path, names: List[str]) -> Dict[str, Any]:
 
 
 def _seen_offset(run: Path) -> float | None:
-    from mmrec.train.runs import load_run
+    from mmrec.artifact import load_run
     model = load_run(run).model
     return round(model.seen_offset(), 4) if model.seen_bias is not None else None
 

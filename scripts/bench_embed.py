@@ -86,7 +86,7 @@ def versions() -> Dict[str, str]:
 
 
 def bench_text(texts: List[str], reps: int) -> Dict[str, Any]:
-    from mmrec.encoders.config import TextEncoderConfig
+    from mmrec.config.encoders import TextEncoderConfig
     from mmrec.encoders.text import TextEncoder
 
     enc = TextEncoder(TextEncoderConfig())
@@ -123,7 +123,7 @@ def _raw_image_fn(model: Any, preprocess: Any, paths: List[str], bs: int,
 def bench_image(paths: List[str], reps: int, explore: bool) -> Dict[str, Any]:
     import torch
 
-    from mmrec.encoders.config import ImageEncoderConfig
+    from mmrec.config.encoders import ImageEncoderConfig
     from mmrec.encoders.image import ImageEncoder
 
     enc = ImageEncoder(ImageEncoderConfig())
@@ -157,7 +157,7 @@ def bench_cached_rerun(n_items: int) -> Dict[str, Any]:
     from mmrec.config import DataConfig
     from mmrec.data.loaders import load_dataset
     from mmrec.encoders.cache import EmbeddingCache
-    from mmrec.encoders.config import EncodersConfig
+    from mmrec.config.encoders import EncodersConfig
     from mmrec.encoders.features import embed_catalog
     from mmrec.encoders.image import ImageEncoder
     from mmrec.encoders.text import TextEncoder
@@ -191,7 +191,7 @@ def main(argv: List[str] | None = None) -> int:
 
     from mmrec.config import DataConfig
     from mmrec.data.loaders import load_dataset
-    from mmrec.encoders.config import TextEncoderConfig
+    from mmrec.config.encoders import TextEncoderConfig
     from mmrec.encoders.text import item_texts
 
     n_text, n_img, reps, n_cache = (256, 64, 3, 64) if args.quick else (1024, 256, 5, 400)
@@ -219,18 +219,20 @@ def main(argv: List[str] | None = None) -> int:
         "versions": versions(), "git_commit": git_commit(),
         "dataset": "ml-100k (item texts; w92 posters)",
     }
-    rows = ["| measure | mmrec | raw library | ratio (wall) | ratio (CPU time) |", "|---|---|---|---|---|",
-            f"| text items/s ({text['n']} ML-100K texts) | {text['text_items_per_s']:.1f} | "
-            f"{text['raw_text_items_per_s']:.1f} | {text['ratio_text_vs_raw']:.3f} | "
-            f"{text['ratio_text_vs_raw_cpu']:.3f} |",
-            f"| image items/s ({image['n']} posters, {image['image_size']} px) | {image['image_items_per_s']:.1f} | "
-            f"{image['raw_image_items_per_s']:.1f} | {image['ratio_image_vs_raw']:.3f} | "
-            f"{image['ratio_image_vs_raw_cpu']:.3f} |",
-            f"| cached re-run of embed_catalog ({cached['n']} items, text+image) | {cached['cached_rerun_s']:.3f} s | "
-            f"first run {cached['first_run_s']:.1f} s | | |"]
+    from mmrec.markdown import markdown_table
+
+    rows = [[f"text items/s ({text['n']} ML-100K texts)", f"{text['text_items_per_s']:.1f}",
+             f"{text['raw_text_items_per_s']:.1f}", f"{text['ratio_text_vs_raw']:.3f}",
+             f"{text['ratio_text_vs_raw_cpu']:.3f}"],
+            [f"image items/s ({image['n']} posters, {image['image_size']} px)", f"{image['image_items_per_s']:.1f}",
+             f"{image['raw_image_items_per_s']:.1f}", f"{image['ratio_image_vs_raw']:.3f}",
+             f"{image['ratio_image_vs_raw_cpu']:.3f}"],
+            [f"cached re-run of embed_catalog ({cached['n']} items, text+image)", f"{cached['cached_rerun_s']:.3f} s",
+             f"first run {cached['first_run_s']:.1f} s", "", ""]]
     for name, v in image.get("variants", {}).items():
-        rows.append(f"| image items/s, {name} | {v['items_per_s']:.1f} | | {v['vs_default']:.3f} vs default | |")
-    sys.stdout.write("\n".join(rows) + "\n")
+        rows.append([f"image items/s, {name}", f"{v['items_per_s']:.1f}", "", f"{v['vs_default']:.3f} vs default", ""])
+    headers = ["measure", "mmrec", "raw library", "ratio (wall)", "ratio (CPU time)"]
+    sys.stdout.write(markdown_table(headers, rows) + "\n")
     if args.json:
         from mmrec.atomic import write_json
 

@@ -229,7 +229,7 @@ def run_child(spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """Run one stage in a fresh interpreter; its last ``RESULT`` line is the measurement."""
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"stage {spec} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     return {**{k: v for k, v in spec.items() if k not in ("cache", "out")}, **json.loads(lines[-1][len(RESULT_TAG):])}

@@ -2,7 +2,7 @@
 """Side-by-side benchmark: RecBole 1.2.1 SASRec / BERT4Rec vs mmrec on the *same* leave-one-out split.
 
     python scripts/bench_vs_recbole.py --dataset ml-100k                 # the full run (hours on 2 cores)
-    python scripts/bench_vs_recbole.py --dataset ml-100k --parallel --threads 1   # RecBole beside ours: ~half the wall time
+    python scripts/bench_vs_recbole.py --dataset ml-100k --parallel --threads 1  # RecBole beside ours: ~half the time
     python scripts/bench_vs_recbole.py --quick                           # smoke run: 150 users, 1 epoch
     python scripts/bench_vs_recbole.py --dataset amazon-scientific --epochs 50 --json out.json
 
@@ -164,7 +164,7 @@ def run_recbole(py: Path, model: str, data_path: Path, name: str, args: argparse
 
 def eval_ours(run_dir: Path, exclude: bool, baselines: bool) -> Dict[str, Dict[str, float]]:
     from mmrec.eval.harness import MODEL_NAME, evaluate_setup, setup_run
-    from mmrec.train.runs import load_run
+    from mmrec.artifact import load_run
     loaded = load_run(run_dir)
     setup = setup_run(loaded, "test", baselines)
     res = evaluate_setup(setup, ["all"], exclude, loaded.cfg.eval.ks, loaded.cfg.eval.batch_size)["results"]["all"]
@@ -188,16 +188,16 @@ def recbole_metrics(test: Dict[str, float]) -> Dict[str, float]:
 
 
 def markdown(result: Dict[str, Any]) -> str:
+    from mmrec.markdown import markdown_table
+
     def f(v: Any, nd: int = 4) -> str:
         return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+    headers = ["model", "system", "history excluded", "NDCG@10", "HR@10", "MRR@10", "train wall s", "sequences/s"]
+    rows = [[r["model"], r["system"], "yes" if r["exclude_history"] else "no", f(r["ndcg@10"]), f(r["hr@10"]),
+             f(r["mrr@10"]), f(r["train_seconds"], 1), f(r["sequences_per_s"], 1)] for r in result["rows"]]
     lines = [f"RecBole side by side on {result['dataset']} ({result['users']} users, {result['n_items']} items; "
              f"same leave-one-out split, full ranking){' — QUICK smoke run' if result['quick'] else ''}", "",
-             "| model | system | history excluded | NDCG@10 | HR@10 | MRR@10 | train wall s | sequences/s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['system']} | {'yes' if r['exclude_history'] else 'no'} | "
-                     f"{f(r['ndcg@10'])} | {f(r['hr@10'])} | {f(r['mrr@10'])} | {f(r['train_seconds'], 1)} | "
-                     f"{f(r['sequences_per_s'], 1)} |")
+             markdown_table(headers, rows)]
     ratio = result.get("ndcg10_ratio_vs_recbole_sasrec")
     lines += ["", f"ndcg10_ratio_vs_recbole_sasrec (ours, no exclusion / RecBole SASRec): {f(ratio, 3)}",
               "", "Train wall time includes the periodic validation (early stopping on valid NDCG@10) on both "
@@ -257,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mmrec import __version__
     from mmrec.atomic import write_json, write_text
     from mmrec.data.prepare import prepare
-    from mmrec.eval.baselines import train_variant
+    from mmrec.pipeline import train_variant
     from mmrec.eval.recbole_export import check_recbole_export, check_recbole_targets, export_recbole
 
     tag = args.dataset + (f"-u{args.max_users}" if args.max_users else "")

@@ -415,12 +415,14 @@ def _git_commit() -> Optional[str]:
 
 
 def table(cases: List[Case]) -> str:
-    rows = ["| kind | case | fault injected | kills | outcome |", "|---|---|---|---|---|"]
+    from mmrec.markdown import markdown_table
+
+    rows = []
     for c in cases:
         name = "sim" if c.case < 0 else str(c.case)
         extra = f"; {'; '.join(dict.fromkeys(c.notes))}" if c.notes else ""
-        rows.append(f"| {c.kind} | {name} | {c.trigger} | {c.kills} | {'✅' if c.ok else '❌'} {c.outcome}{extra} |")
-    return "\n".join(rows)
+        rows.append([c.kind, name, c.trigger, c.kills, f"{'✅' if c.ok else '❌'} {c.outcome}{extra}"])
+    return markdown_table(["kind", "case", "fault injected", "kills", "outcome"], rows)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

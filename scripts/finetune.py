@@ -5,7 +5,7 @@
 """
 import sys
 
-from mmrec.train.entry import script_main
+from mmrec.commands.training import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("finetune"))

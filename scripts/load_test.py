@@ -470,16 +470,14 @@ def _row(label: str, outs: list[Outcome], wall_s: float) -> dict:
 
 
 def load_run_data(run: Path) -> tuple[list[str], list[str], list[str], str]:
-    """Known users, catalog item ids and titles of the run's prepared data (to make realistic requests)."""
-    from mmrec.config import load_config
-    from mmrec.data.prepare import prepare
+    """Known users, catalog item ids and titles of the run's own artefact (to make realistic requests)."""
+    from mmrec.artifact import load_artifact
 
-    cfg = load_config(run / "config.yaml")
-    data = prepare(cfg)
-    df = data.catalog.df
-    users = [str(u) for u in data.split.events["user_id"].unique()]
+    art = load_artifact(run)
+    df = art.catalog.df
+    users = list(art.histories or {})
     titles = [t for t in df["title"].fillna("").astype(str) if t.strip()] or ["a film"]
-    return users, [str(i) for i in df["item_id"]], titles, data.name
+    return users, [str(i) for i in df["item_id"]], titles, art.cfg.data.name
 
 
 # ----------------------------------------------------------------------------- main
@@ -530,7 +528,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    from mmrec.train.runs import resolve_run
+    from mmrec.artifact import resolve_run
 
     run = resolve_run(args.run)
     users, items, titles, dataset = load_run_data(run)

@@ -4,7 +4,7 @@ their content alone (no retraining), print recommendations and the warm / cold m
 
     python scripts/main_demo.py --run RUN_DIR [--users 3] [--k 10] [--json PATH]
 
-Uses only the public API (``mmrec.Recommender`` and the prepared data).
+Uses only the public API (``mmrec.Recommender`` and the run's own artefact: catalog and split).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 
 from mmrec import Recommender
 from mmrec.cli import setup_logging
-from mmrec.data.prepare import load_prepared
+from mmrec.limits import MAX_ITEMS_PER_CALL
 
 
 def _loo_metrics(rec: Recommender, examples, k: int, exclude_seen: bool) -> dict:
@@ -44,18 +44,23 @@ def main() -> int:
     setup_logging(0, False)
 
     rec = Recommender.from_run(args.run, include_cold=False, persist=False)
-    data = load_prepared(rec.cfg.data.name)
-    catalog = data.catalog.df.set_index("item_id")
-    cold = data.split.cold_items
+    split = rec.artifact.split  # the run folder carries its catalog and split: no dataset needed
+    catalog = rec.artifact.catalog.df.set_index("item_id")
+    cold = split.cold_items
     print(f"\n== Onboarding {len(cold)} held-out cold-start items from their content (title, plot, genres, poster)")
     t0 = time.perf_counter()
-    summary = rec.onboard(catalog.loc[cold].reset_index(), show_progress=True)
+    records = catalog.loc[cold].reset_index().to_dict("records")
+    summary = {"added": [], "replaced": [], "failed": []}
+    for start in range(0, len(records), MAX_ITEMS_PER_CALL):  # one onboarding call takes at most that many
+        part = rec.onboard(records[start:start + MAX_ITEMS_PER_CALL], show_progress=True)
+        for key in summary:
+            summary[key] += part[key]
     dt = time.perf_counter() - t0
     print(f"   added {len(summary['added'])}, replaced {len(summary['replaced'])}, failed {len(summary['failed'])} "
           f"in {dt:.1f} s ({len(cold) / max(dt, 1e-9):.0f} items/s); no retraining, no index rebuild")
 
     exclude_seen = rec.cfg.eval.exclude_history
-    test = data.split.examples("test")
+    test = split.examples("test")
     for user in test["user_id"].head(args.users):
         hist = rec.history(user)
         print(f"\n== User {user}: last watched " + "; ".join(rec.title(i) for i in hist[-3:]))

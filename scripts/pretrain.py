@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Pretrain the mmrec foundation model.
+r"""Pretrain the mmrec foundation model.
 
-    accelerate launch scripts/pretrain.py --config configs/default.yaml [--output-dir DIR] [--resume latest] [key=value ...]
+    accelerate launch scripts/pretrain.py --config configs/default.yaml \
+        [--output-dir DIR] [--resume latest] [key=value ...]
     python scripts/pretrain.py --config configs/tiny.yaml
 
 Works on one CPU, several CPU processes (``--config_file configs/accelerate/cpu_2proc.yaml``),
@@ -9,7 +10,7 @@ one or several GPUs and several machines; prints the run summary (JSON) at the e
 """
 import sys
 
-from mmrec.train.entry import script_main
+from mmrec.commands.training import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("pretrain"))

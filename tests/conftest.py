@@ -37,10 +37,10 @@ def tiny_run(_mmrec_home: Path, data_home: Path, tmp_path_factory: pytest.TempPa
     Shared: copy it (without ``checkpoints``/``serving``) before writing into it (onboarding, index builds).
     """
     from mmrec.config import load_config
-    from mmrec.train.trainer import Trainer
+    from mmrec.pipeline import make_trainer
 
     out = tmp_path_factory.mktemp("tiny_run")
-    Trainer(load_config(REPO / "configs" / "tiny.yaml"), str(out)).train()
+    make_trainer(load_config(REPO / "configs" / "tiny.yaml"), str(out)).train()
     return out
 
 

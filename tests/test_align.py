@@ -12,7 +12,7 @@ SMALL = ["sources=[ml-100k]", "max_items_per_source=300", "holdout_fraction=0.2"
 
 @pytest.fixture(scope="module")
 def small_run(data_home, tmp_path_factory):
-    from mmrec.encoders.align import load_align_config, run_alignment
+    from mmrec.align import load_align_config, run_alignment
 
     out = tmp_path_factory.mktemp("align")
     cfg = load_align_config(None, SMALL + [f"output_dir={out / 'heads'}", f"results_json={out / 'results.json'}"])
@@ -20,7 +20,7 @@ def small_run(data_home, tmp_path_factory):
 
 
 def test_retrieval_recall_exact():
-    from mmrec.encoders.align import retrieval_recall
+    from mmrec.align import retrieval_recall
 
     z = np.eye(4, dtype=np.float32)
     r = retrieval_recall(z, z)
@@ -30,7 +30,7 @@ def test_retrieval_recall_exact():
 
 
 def test_split_is_seeded_and_disjoint():
-    from mmrec.encoders.align import split_items
+    from mmrec.align import split_items
 
     tr, ho = split_items(100, 0.1, seed=3)
     tr2, ho2 = split_items(100, 0.1, seed=3)
@@ -52,7 +52,7 @@ def test_loss_decreases_and_trained_heads_beat_untrained(small_run):
 
 
 def test_heads_load_into_item_tower_projections(small_run):
-    from mmrec.encoders.align import load_alignment_heads
+    from mmrec.align import load_alignment_heads
 
     cfg, res, out = small_run
     sd = load_alignment_heads(res["heads_dir"])
@@ -71,7 +71,7 @@ def test_heads_load_into_item_tower_projections(small_run):
 
 
 def test_load_alignment_heads_errors(tmp_path):
-    from mmrec.encoders.align import load_alignment_heads
+    from mmrec.align import load_alignment_heads
     from mmrec.errors import MMRecError
 
     with pytest.raises(MMRecError, match="run `mmrec align` first"):
@@ -79,10 +79,98 @@ def test_load_alignment_heads_errors(tmp_path):
 
 
 def test_align_config_validation():
-    from mmrec.encoders.align import load_align_config
+    from mmrec.align import load_align_config
     from mmrec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="holdout_fraction"):
         load_align_config(None, ["holdout_fraction=0.9"])
     with pytest.raises(ConfigError):
         load_align_config(None, ["no_such_key=1"])
+
+
+# -- model.init_projections_from -----------------------------------------------------------------
+
+def _tiny_model(dim=16, text_dim=8, image_dim=12, **kw):
+    from mmrec.config.model import LossConfig, ModelConfig
+    from mmrec.model.seqrec import MMRecModel
+
+    cfg = ModelConfig(dim=dim, layers=1, heads=2, max_len=8, **kw)
+    torch.manual_seed(0)
+    return cfg, MMRecModel(cfg, LossConfig(), n_items=6, text_dim=text_dim, image_dim=image_dim, n_id_items=6)
+
+
+def test_init_projections_from_copies_the_heads_into_the_tower(tmp_path):
+    from mmrec.align import apply_init_projections, make_heads, save_alignment_heads
+    from mmrec.config import load_config
+
+    heads = make_heads(8, 12, 16, seed=7)
+    save_alignment_heads(heads, tmp_path / "heads")
+    cfg = load_config(None, [f"model.init_projections_from={tmp_path / 'heads'}", "model.dim=16"]).model
+    assert cfg.init_projections_from == str(tmp_path / "heads")
+    cfg, model = _tiny_model(init_projections_from=cfg.init_projections_from)
+    id_before = model.tower.id_emb.weight.clone()
+    assert not torch.equal(model.tower.proj["text"].weight, heads.text.weight)
+    info = apply_init_projections(model, cfg)
+    assert info["modalities"] == ["text", "image"]
+    for m in ("text", "image"):
+        assert torch.equal(model.tower.proj[m].weight, getattr(heads, m).weight)
+        assert torch.equal(model.tower.proj[m].bias, getattr(heads, m).bias)
+    assert torch.equal(model.tower.id_emb.weight, id_before)  # only the projections change
+    # unset: a no-op
+    cfg0, model0 = _tiny_model()
+    w0 = model0.tower.proj["text"].weight.clone()
+    assert apply_init_projections(model0, cfg0) is None
+    assert torch.equal(model0.tower.proj["text"].weight, w0)
+
+
+def test_init_projections_from_mismatch_and_missing_are_clear_errors(tmp_path):
+    from mmrec.align import apply_init_projections, make_heads, save_alignment_heads
+    from mmrec.config import load_config
+    from mmrec.errors import ConfigError
+
+    save_alignment_heads(make_heads(8, 12, 32, seed=0), tmp_path / "heads32")
+    cfg, model = _tiny_model(init_projections_from=str(tmp_path / "heads32"))
+    with pytest.raises(ConfigError, match=r"heads32.*text head Linear\(8 -> 32\).*Linear\(8 -> 16\).*model.dim=16"):
+        apply_init_projections(model, cfg)
+    save_alignment_heads(make_heads(10, 12, 16, seed=0), tmp_path / "heads_t10")  # other text-encoder size
+    cfg, model = _tiny_model(init_projections_from=str(tmp_path / "heads_t10"))
+    with pytest.raises(ConfigError, match=r"heads_t10.*Linear\(10 -> 16\)"):
+        apply_init_projections(model, cfg)
+    cfg, model = _tiny_model(init_projections_from=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"nowhere.*run `mmrec align` first"):
+        apply_init_projections(model, cfg)
+    with pytest.raises(ConfigError, match="projection=linear"):
+        load_config(None, [f"model.init_projections_from={tmp_path / 'heads32'}", "model.projection=mlp"])
+
+
+def test_one_clip_loss_in_the_code_base(monkeypatch):
+    """The align trainer computes its loss with mmrec.model.losses.clip_loss, the only CLIP loss there is."""
+    import re
+    from pathlib import Path
+
+    import mmrec
+    from mmrec.align import AlignConfig, SourcePairs, train_heads
+    from mmrec.model import losses
+
+    calls = []
+    real = losses.clip_loss
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(losses, "clip_loss", counting)
+    rng = np.random.default_rng(0)
+    n = 64
+    src = SourcePairs(name="synthetic", item_ids=[str(i) for i in range(n)],
+                      texts=rng.normal(size=(n, 8)).astype(np.float32),
+                      images=rng.normal(size=(n, 12)).astype(np.float32),
+                      paths=[""] * n, train=np.arange(48), heldout=np.arange(48, n))
+    cfg = AlignConfig(sources=["synthetic"], dim=4, epochs=2, batch_size=16, val_fraction=0.0)
+    _heads, hist = train_heads([src], cfg, show_progress=False)
+    assert len(calls) == 2 * (48 // 16) == len(hist["loss"]) * 3
+    root = Path(mmrec.__file__).parent
+    defs = [str(p.relative_to(root)) for p in root.rglob("*.py")
+            if re.search(r"^def clip_loss\b|^\s+def clip_loss\b", p.read_text(encoding="utf-8"), re.MULTILINE)]
+    assert defs == ["model/losses.py"], defs
+    assert not [p for p in (root / "align").rglob("*.py") if "cross_entropy" in p.read_text(encoding="utf-8")]

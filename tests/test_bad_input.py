@@ -53,7 +53,8 @@ BAD_DATA = [
     ("duplicate ids in JSONL", "items.jsonl", b'{"item_id": "a"}\n{"item_id": "a"}\n', "events.csv", EVENTS,
      "duplicate item ids"),
     ("JSON scalar", "items.json", b"5", "events.csv", EVENTS, "list of objects"),
-    ("malformed JSONL line", "items.jsonl", b'{"item_id": "a"}\n{oops\n', "events.csv", EVENTS, "cannot parse as jsonl"),
+    ("malformed JSONL line", "items.jsonl", b'{"item_id": "a"}\n{oops\n', "events.csv", EVENTS,
+     "cannot parse as jsonl"),
     ("garbage parquet", "items.parquet", b"PAR1 not really", "events.csv", EVENTS, "cannot parse as parquet"),
     ("unclosed quote", "items.csv", b'item_id,title\na,"A\nb,B\n', "events.csv", EVENTS, "cannot parse as csv"),
     ("unknown extension", "items.xlsx", b"item_id\na\n", "events.csv", EVENTS, "cannot tell the format"),
@@ -241,7 +242,7 @@ def _flip_tensor_byte(path: Path) -> None:
 
 def _rewrite_checksums(folder: Path) -> None:
     """What someone editing a checkpoint by hand would do to get past the file checksums."""
-    from mmrec.data.download import sha256_file
+    from mmrec.hashing import sha256_file
 
     sums = {f.name: sha256_file(f) for f in folder.iterdir() if f.is_file() and f.name != ckpt.CHECKSUMS}
     (folder / ckpt.CHECKSUMS).write_text(json.dumps(sums))
@@ -270,7 +271,7 @@ def test_corrupt_checkpoint_refused(run_copy: Path, how: str, needle: str, sums_
 
 
 def test_tampered_best_weights_refused_by_load_run(run_copy: Path) -> None:
-    from mmrec.train.runs import load_run
+    from mmrec.artifact import load_run
 
     _flip_tensor_byte(run_copy / "best" / "model.safetensors")
     with pytest.raises(ckpt.CheckpointError, match="do not match their recorded SHA-256"):
@@ -278,11 +279,11 @@ def test_tampered_best_weights_refused_by_load_run(run_copy: Path) -> None:
 
 
 def test_resume_with_a_different_model_is_refused(run_copy: Path) -> None:
-    from mmrec.train.trainer import Trainer
+    from mmrec.pipeline import make_trainer
 
     before = _snapshot(run_copy / "checkpoints")
     with pytest.raises(ckpt.CheckpointError, match="does not fit this model"):
-        Trainer(load_config(TINY, ["model.dim=16", "model.heads=2"]), str(run_copy), resume="latest").train()
+        make_trainer(load_config(TINY, ["model.dim=16", "model.heads=2"]), str(run_copy), resume="latest").train()
     assert _snapshot(run_copy / "checkpoints") == before
 
 
@@ -335,7 +336,8 @@ def test_api_fallbacks_and_no_side_effects(api: SimpleNamespace) -> None:
     unknown = c.post("/recommend", json={"history": ["no-such-item"], "k": 3})
     assert unknown.status_code == 200 and unknown.json()["items"][0]["source"] == "popularity"
     assert c.post("/recommend", json={"user_id": "nobody-at-all", "k": 2}).status_code == 200
-    assert c.post("/items", json={"items": [{"item_id": "x", "title": 5}]}, headers={"X-API-Key": "k"}).status_code == 422
+    assert c.post("/items", json={"items": [{"item_id": "x", "title": 5}]},
+                  headers={"X-API-Key": "k"}).status_code == 422
     assert c.request("DELETE", "/items", json={"item_ids": []}, headers={"X-API-Key": "k"}).status_code == 422
     big = c.post("/items", content=b'{"items": [' + b'{"item_id": "z"},' * 4000 + b'{"item_id": "y"}]}',
                  headers={"Content-Type": "application/json", "X-API-Key": "k"})

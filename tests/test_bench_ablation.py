@@ -14,7 +14,8 @@ def test_ablation_quick_writes_warm_and_cold_metrics_per_variant(tmp_path: Path,
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_ablation.py"), "--config",
                         str(REPO / "configs" / "tiny.yaml"), "--variants", "default,noseen", "--quick",
                         "--threads", "1", "--output-dir", str(tmp_path / "runs"), "--json", str(out),
-                        "--buckets", "--plot", str(tmp_path / "longtail.png"), "train.max_steps=12"], capture_output=True, text=True, cwd=REPO, timeout=900)
+                        "--buckets", "--plot", str(tmp_path / "longtail.png"), "train.max_steps=12"],
+                       capture_output=True, text=True, cwd=REPO, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert [run["variant"] for run in res["runs"]] == ["default", "noseen"]

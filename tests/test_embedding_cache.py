@@ -15,7 +15,7 @@ import pytest
 from mmrec.data.schema import Catalog
 from mmrec.encoders import cache as cache_mod
 from mmrec.encoders.cache import MAX_SHARDS, EmbeddingCache
-from mmrec.encoders.hashing import text_hash
+from mmrec.hashing import text_hash
 from mmrec.errors import MMRecError
 
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from mmrec.data.schema import Catalog
-from mmrec.encoders.config import (EncodersConfig, ImageEncoderConfig, LoRAConfig, TextEncoderConfig,
+from mmrec.config.encoders import (EncodersConfig, ImageEncoderConfig, LoRAConfig, TextEncoderConfig,
                                    template_fields)
 from mmrec.encoders.text import item_texts, render_template
 from mmrec.errors import ConfigError
@@ -120,9 +120,12 @@ def test_text_dimension_normalisation_determinism(text_encoder):
 
 
 def test_similar_plots_are_closer_than_unrelated(text_encoder):
-    space1 = "Star Wars. Sci-Fi. Rebels fight the galactic empire with starships and laser swords across distant planets."
-    space2 = "Battlestar Galactica. Sci-Fi. A fleet of spaceships flees a robot empire through deep space, fighting battles among the stars."
-    cooking = "The Great Bake Off. Reality. Amateur bakers compete to make the best cakes, bread and pastries in a tent."
+    space1 = ("Star Wars. Sci-Fi. Rebels fight the galactic empire with starships and laser swords "
+              "across distant planets.")
+    space2 = ("Battlestar Galactica. Sci-Fi. A fleet of spaceships flees a robot empire through deep space, "
+              "fighting battles among the stars.")
+    cooking = ("The Great Bake Off. Reality. Amateur bakers compete to make the best cakes, bread and pastries "
+               "in a tent.")
     v = text_encoder.encode([space1, space2, cooking])
     assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.2
     assert cos(v[0], v[1]) > cos(v[1], v[2]) + 0.2

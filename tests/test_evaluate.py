@@ -116,7 +116,8 @@ def test_popularity_and_count_buckets_follow_the_documented_rule():
     # equal counts: tercile cut by interaction mass, ties broken by row
     assert popularity_buckets([10, 10, 10]).tolist() == ["head", "torso", "tail"]
     assert count_buckets([0, 1, 5, 6, 20, 21]).tolist() == ["0", "1-5", "1-5", "6-20", "6-20", ">20"]
-    m = bucket_metrics(np.array([0, 3, 20]), np.array(["head", "head", "tail"], dtype=object), ("head", "torso", "tail"))
+    m = bucket_metrics(np.array([0, 3, 20]), np.array(["head", "head", "tail"], dtype=object),
+                       ("head", "torso", "tail"))
     assert m["head"]["n"] == 2 and m["head"]["hr@10"] == 1.0 and m["torso"] == {"n": 0}
     assert m["tail"]["hr@10"] == 0.0
 
@@ -133,7 +134,7 @@ def test_longtail_report_and_plot(tmp_path):
 
 # --------------------------------------------------------------------------- cross-domain model
 def _tiny_model(use_text=True, use_id=False):
-    from mmrec.model.config import LossConfig, ModelConfig
+    from mmrec.config.model import LossConfig, ModelConfig
     from mmrec.model.seqrec import MMRecModel
     cfg = ModelConfig(dim=8, layers=1, heads=2, max_len=5, use_text=use_text, use_image=False, use_id=use_id)
     model = MMRecModel(cfg, LossConfig(contrastive_weight=0.0), 4, 6 if use_text else 0, 0, 4 if use_id else 0)
@@ -167,7 +168,7 @@ def test_cross_model_refuses_id_only_runs():
 # --------------------------------------------------------------------------- on a trained tiny run
 def test_cold_protocol_never_leaks_held_out_items_into_training(tiny_run):
     from mmrec.data.prepare import prepare
-    from mmrec.train.runs import load_run
+    from mmrec.artifact import load_run
     from mmrec.train.setup import train_sequences
     run = load_run(tiny_run)
     data = prepare(run.cfg)

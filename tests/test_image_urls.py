@@ -122,7 +122,7 @@ def server() -> Iterator[SimpleNamespace]:
 def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A text+image run on 12 generated pictures (a few seconds once the image model is assembled)."""
     from mmrec.config import load_config
-    from mmrec.train.trainer import Trainer
+    from mmrec.pipeline import make_trainer
 
     base = tmp_path_factory.mktemp("shop")
     (base / "img").mkdir()
@@ -142,7 +142,7 @@ def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "model.use_image=true", "model.use_id=false", "encoders.image.image_size=64", "loss.contrastive_weight=0.0",
         "train.max_steps=2", "train.epochs=1", "train.batch_size=8", "train.warmup_steps=1", "train.eval_every=2",
         "train.checkpoint_every=2"])
-    Trainer(cfg, str(base / "run")).train()
+    make_trainer(cfg, str(base / "run")).train()
     return base / "run"
 
 
@@ -280,7 +280,7 @@ def test_enabled_fetches_and_uses_the_image(rec: Recommender, server: SimpleName
     url_vec = rec.index.vector("url-on")
     np.testing.assert_allclose(url_vec, rec.index.vector("local-twin"), atol=1e-5)
     assert np.abs(url_vec - rec.index.vector("plain")).max() > 1e-3
-    assert rec._ob_feats["url-on"][3] and not rec._ob_feats["plain"][3]  # has_image
+    assert rec.table.onboarded_features["url-on"][3] and not rec.table.onboarded_features["plain"][3]  # has_image
     near = rec.similar_items(item_id="local-twin", k=2)  # the URL items are its exact twins
     assert {it["item_id"] for it in near} == {"url-on", "url-on-2"}
     assert near[0]["score"] == pytest.approx(near[1]["score"], abs=1e-6)
@@ -318,7 +318,7 @@ def test_http_api_passes_urls_to_the_policy_not_to_confine(rec: Recommender, ser
     assert path["added"] == [] and "image paths are disabled" in path["failed"][0]["reason"]
     monkeypatch.setattr(rec, "image_urls", LOCAL)
     on = client.post("/items", json={"items": [item]}).json()
-    assert on["replaced"] == ["api-url"] and on["warnings"] == [] and rec._ob_feats["api-url"][3]
+    assert on["replaced"] == ["api-url"] and on["warnings"] == [] and rec.table.onboarded_features["api-url"][3]
     sim = client.post("/similar", json={"image": server.url("/poster.png")})
     assert sim.status_code == 400 and "not URLs" in sim.json()["detail"]
 

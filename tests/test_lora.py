@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrec.encoders.config import ImageEncoderConfig, LoRAConfig, TextEncoderConfig
+from mmrec.config.encoders import ImageEncoderConfig, LoRAConfig, TextEncoderConfig
 
 IMG_SIZE = 64  # small inputs keep the trunk's forward/backward cheap on 2 cores
 

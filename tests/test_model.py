@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrec.model.config import LossConfig, ModelConfig
+from mmrec.config.model import LossConfig, ModelConfig
 from mmrec.model.losses import clip_loss, masked_item_loss
 from mmrec.model.seqrec import MMRecModel
-from mmrec.train.batches import EpochBatches, make_batch, right_align, windows_for_epoch
+from mmrec.model.history import right_align
+from mmrec.train.batches import EpochBatches, make_batch, windows_for_epoch
 
 
 def _model(**kw) -> MMRecModel:

@@ -85,7 +85,8 @@ def test_export_refuses_cold_item_holdout(tmp_path):
 def test_recbole_targets_check():
     split = _split()
     ex = split.examples("test")
-    targets = {u: {"item": t, "hist_len": min(len(h), 2)} for u, t, h in zip(ex["user_id"], ex["target"], ex["history"])}
+    targets = {u: {"item": t, "hist_len": min(len(h), 2)}
+               for u, t, h in zip(ex["user_id"], ex["target"], ex["history"])}
     assert check_recbole_targets(targets, split, max_len=2, role="test")["test_same_targets"]
     targets["u1"] = {"item": "a", "hist_len": 2}
     with pytest.raises(DataError, match="u1"):

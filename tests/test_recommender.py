@@ -48,12 +48,12 @@ def _ids(items: list[dict]) -> list[str]:
 def test_warm_up_loads_the_encoders_once(run_dir: Path) -> None:
     """`mmrec serve` warms up at start so the first text request does not load MiniLM."""
     fresh = Recommender.from_run(run_dir, persist=False)
-    assert fresh._text_encoder is None  # loaded lazily otherwise
+    assert fresh.embedder._text is None  # loaded lazily otherwise
     assert fresh.warm_up() > 0
-    enc = fresh._text_encoder
+    enc = fresh.embedder._text
     assert enc is not None
     fresh.similar_items(text="a quiet film about chess", k=3)
-    assert fresh._text_encoder is enc
+    assert fresh.embedder._text is enc
 
 
 def test_recommend_known_user_excludes_seen_and_explains(rec: Recommender) -> None:
@@ -88,12 +88,12 @@ def test_seen_offset_ranking_equals_the_models_scores(run_dir: Path, offset: flo
     hist = fresh.history(fresh.users[2])
     window = set(hist[-fresh.model.cfg.max_len:])
     got = fresh.recommend(history=hist, k=15, exclude_seen=False)
-    rows = torch.tensor([[fresh._row[h] for h in hist]])
+    rows = torch.tensor([fresh.table.rows(hist)])
     with torch.no_grad():
-        vecs = torch.from_numpy(fresh._vecs[: fresh._n])
+        vecs = torch.from_numpy(fresh.table.vectors())
         scores = fresh.model.score_items(rows, vecs)[0].numpy()
     top = np.argsort(-scores, kind="stable")[:15]
-    assert _ids(got) == [fresh._ids[t] for t in top]
+    assert _ids(got) == [fresh.table.ids[t] for t in top]
     assert [it["score"] for it in got] == pytest.approx(scores[top].tolist(), abs=1e-5)
     if offset > 0:
         assert len(window & set(_ids(got))) >= 10  # the visible window dominates
@@ -243,3 +243,66 @@ def test_cli_index_build_on_disk(tiny_run: Path, tmp_path: Path) -> None:
                           "--on-disk"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "on_disk needs an IVF factory" in bad.stderr and "Traceback" not in bad.stderr
     assert _cli("index", "info", "--run", str(run), "--json")["on_disk"] is True  # the saved index is untouched
+
+
+def test_fallback_is_explicit_and_its_scores_are_not_raw_counts(rec: Recommender,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        pop = rec.recommend(user_id="no-such-user", k=5)
+    assert "'no-such-user' has no usable history: falling back to popularity" in caplog.text
+    assert all(r.fallback == "popularity" and r["fallback"] == "popularity" for r in pop)
+    counts = [r["popularity"] for r in pop]
+    assert counts == sorted(counts, reverse=True) and pop[0]["score"] == 1.0
+    assert all(0 < r["score"] <= 1 for r in pop)
+    assert [round(c / counts[0], 6) for c in counts] == [r["score"] for r in pop]  # relative to the top item
+    text = rec.recommend(user_id="no-such-user", k=3, query_text="a space opera with rebels")
+    assert all(r.fallback == "text" and r["source"] == "text" for r in text)
+    personal = rec.recommend(user_id=rec.users[0], k=3)
+    assert all(r.fallback is None and "fallback" not in r.to_dict() for r in personal)
+
+
+def test_results_are_dataclasses_that_read_like_dicts(rec: Recommender) -> None:
+    from mmrec.serve.results import Recommendation, to_pandas
+
+    got = rec.recommend(user_id=rec.users[0], k=4, explain=True)
+    r = got[0]
+    assert isinstance(r, Recommendation) and r["item_id"] == r.item_id and dict(r) == r.to_dict()
+    assert set(r.to_dict()) == {"item_id", "score", "title", "source", "because"}
+    assert r.because and r.because[0].item_id in set(rec.history(rec.users[0]))
+    assert json.loads(json.dumps(r.to_dict()))["because"][0]["similarity"] == r.because[0].similarity
+    df = to_pandas(got)
+    assert list(df["rank"]) == [1, 2, 3, 4] and list(df["item_id"]) == [x.item_id for x in got]
+    batch = rec.recommend_batch(user_ids=rec.users[:2], k=2)
+    assert list(to_pandas(batch, user_ids=rec.users[:2])["user_id"]) == [rec.users[0]] * 2 + [rec.users[1]] * 2
+    meta = rec.item("100")  # an item no other test onboards or removes
+    assert meta["title"] == rec.title("100") and meta["onboarded"] is False and meta["removed"] is False
+    assert meta["item_id"] == "100" and isinstance(meta["categories"], list)
+    with pytest.raises(UnknownItemError):
+        rec.item("no-such-item")
+
+
+def test_onboard_without_persistence_says_so(run_dir: Path) -> None:
+    fresh = Recommender.from_run(run_dir, persist=False)
+    summary = fresh.onboard([dict(NEW, item_id="ephemeral")])
+    assert summary["added"] == ["ephemeral"] and summary["persisted"] is False
+    assert fresh.remove(["ephemeral"])["persisted"] is False
+
+
+def test_onboarding_progress_advances_per_encoder_batch(run_dir: Path) -> None:
+    class Bar:
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+            self.n = 0
+
+        def update(self, k: int) -> None:
+            self.steps.append(k)
+            self.n += k
+
+    fresh = Recommender.from_run(run_dir, persist=False)
+    items = [{"item_id": f"p-{i}", "title": f"Progress test film number {i}", "description": f"plot {i} of a heist"}
+             for i in range(130)]
+    bar = Bar()
+    summary = fresh.onboard(items, progress=bar)
+    assert len(summary["added"]) == 130 and bar.n == 130
+    batch = fresh.embedder.text_encoder().cfg.batch_size
+    assert max(bar.steps) <= batch and len(bar.steps) >= 130 // batch  # not one jump per onboarding call

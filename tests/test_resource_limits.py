@@ -37,10 +37,10 @@ def test_estimate_matches_faiss_serialized_size(factory: str) -> None:
     """Estimated from the empty index, before any vector is added; checked against the built one."""
     n, d = 3000, 64
     idx = ItemIndex(d, IndexConfig(factory=factory))
-    predicted = memory.faiss_payload_bytes(idx._index, n)
+    predicted = memory.faiss_payload_bytes(idx._faiss.index, n)
     est = memory.estimate_factory(factory, d, n)
     idx.build(ids(n), unit_vectors(n, d))
-    actual = len(faiss.serialize_index(idx._index))
+    actual = len(faiss.serialize_index(idx._faiss.index))
     assert 0.95 * actual <= predicted <= 1.05 * actual, (predicted, actual)
     # in RAM FAISS holds the file's contents plus, under IDMap2, a reverse hash map (~48 bytes an id)
     assert actual <= est.faiss_bytes <= 1.05 * actual + 48 * n, (est.faiss_bytes, actual)
@@ -72,7 +72,7 @@ def test_build_over_budget_raises_before_allocating(tmp_path: Path) -> None:
     idx.build(ids(200), small)
     saved = idx.save(tmp_path / "index")
     before = {p.name: p.read_bytes() for p in saved.iterdir()}
-    faiss_before, vecs_before = idx._index, idx._vecs
+    faiss_before, vecs_before = idx._faiss.index, idx._vectors.data
 
     with pytest.raises(IndexMemoryError) as err:
         idx.build(ids(20_000), unit_vectors(20_000, 64, seed=1))
@@ -82,7 +82,7 @@ def test_build_over_budget_raises_before_allocating(tmp_path: Path) -> None:
                  "on_disk", "shard"):
         assert part in msg, (part, msg)
     # nothing was dropped or allocated: the old contents still answer queries
-    assert idx._index is faiss_before and idx._vecs is vecs_before
+    assert idx._faiss.index is faiss_before and idx._vectors.data is vecs_before
     assert len(idx) == 200 and idx.ntotal == 200
     got, _ = idx.search(small[:3], 1)
     assert got == [["it0"], ["it1"], ["it2"]]
@@ -167,7 +167,7 @@ def test_cli_index_build_over_budget_is_a_clean_error(tiny_run: Path, tmp_path: 
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    line = next(l for l in proc.stderr.splitlines() if l.startswith("error: "))
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("error: "))
     assert "cannot build index 'HNSW32' over 1682 vectors" in line and "max_memory_gb=0.0001" in line
     assert "GiB" in line and "IVF" in line
     assert manifest.read_bytes() == before  # the saved index is untouched

@@ -14,7 +14,7 @@ import torch
 
 from mmrec.config import load_config
 from mmrec.train import checkpoint as ckpt
-from mmrec.train.trainer import Trainer
+from mmrec.pipeline import make_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -28,7 +28,7 @@ def _weights(folder: Path) -> dict:
 def full_run(tmp_path_factory, data_home):
     out = tmp_path_factory.mktemp("full")
     cfg = load_config(TINY, ["train.keep_last=5"])
-    summary = Trainer(cfg, str(out)).train()
+    summary = make_trainer(cfg, str(out)).train()
     return out, summary
 
 
@@ -37,7 +37,8 @@ def test_loss_decreases_and_run_folder_is_complete(full_run):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) >= 3 and losses[-1] < losses[0]
-    for f in ("config.yaml", "items.json", "run.json", "summary.json", "best/model.safetensors", "features"):
+    for f in ("config.yaml", "artifact.json", "items.parquet", "users.parquet", "split/split.parquet", "run.json",
+              "summary.json", "best/model.safetensors"):
         assert (out / f).exists(), f
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000000010", "step-000000020"]
     assert summary["steps"] == 20 and set(summary["test"]) == {"warm", "cold"}
@@ -52,7 +53,7 @@ def test_resume_reaches_the_same_parameters(full_run, tmp_path):
     shutil.rmtree(part / "checkpoints" / "step-000000020")  # "killed" after step 10
     (part / "metrics.jsonl").unlink()
     cfg = load_config(TINY, ["train.keep_last=5"])
-    summary = Trainer(cfg, str(part), resume="latest").train()
+    summary = make_trainer(cfg, str(part), resume="latest").train()
     assert summary["steps"] == 20
     a = _weights(out / "checkpoints" / "step-000000020")
     b = _weights(part / "checkpoints" / "step-000000020")
@@ -60,7 +61,10 @@ def test_resume_reaches_the_same_parameters(full_run, tmp_path):
     # same batches, masks and dropout draws; only CPU float reduction order may differ (measured ~1e-6)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=k)
-    loss = lambda f: {r["step"]: r["loss"] for r in map(json.loads, f.read_text().splitlines()) if "loss" in r}
+
+    def loss(f):
+        return {r["step"]: r["loss"] for r in map(json.loads, f.read_text().splitlines()) if "loss" in r}
+
     resumed, original = loss(part / "metrics.jsonl"), loss(out / "metrics.jsonl")
     assert set(resumed) == {15, 20}
     for step, value in resumed.items():
@@ -75,7 +79,7 @@ def test_resume_refuses_a_corrupt_checkpoint(full_run, tmp_path):
     data = (last / "model.safetensors").read_bytes()
     (last / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
-        Trainer(load_config(TINY), str(bad), resume="latest").train()
+        make_trainer(load_config(TINY), str(bad), resume="latest").train()
 
 
 def _free_port() -> int:
@@ -111,7 +115,20 @@ def test_two_cpu_processes_with_accelerate_launch(tmp_path, data_home, full_run)
 def test_default_config_smoke_run(tmp_path, data_home):
     """The real main-job pipeline (text + posters, both objectives) for 20 steps."""
     cfg = load_config(REPO / "configs" / "default.yaml", ["train.max_steps=20", "train.eval_every=10"])
-    summary = Trainer(cfg, str(tmp_path / "smoke")).train()
+    summary = make_trainer(cfg, str(tmp_path / "smoke")).train()
     assert summary["steps"] == 20
     lines = [json.loads(x) for x in (tmp_path / "smoke" / "metrics.jsonl").read_text().splitlines()]
     assert any("contrastive_loss" in r for r in lines)
+
+
+def test_deprecated_train_stage_loads_with_a_warning(tmp_path, caplog):
+    """Configs from before the transfer modes still carry train.stage: they load, with a warning."""
+    import logging
+
+    cfg_file = tmp_path / "old.yaml"
+    cfg_file.write_text("train:\n  stage: finetune\n  epochs: 1\n")
+    with caplog.at_level(logging.WARNING, logger="mmrec.config"):
+        cfg = load_config(cfg_file)
+    assert cfg.train.stage == "finetune" and "train.stage is deprecated" in caplog.text
+    from mmrec.train.trainer import stage_of
+    assert stage_of(cfg) == "pretrain" and stage_of(load_config(cfg_file, ["train.init_from=/x"])) == "finetune"

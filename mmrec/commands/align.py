@@ -4,7 +4,8 @@ Embeds each source's items through the cache (frozen towers), trains linear
 text/image projections and a temperature with a symmetric InfoNCE, reports
 held-out Recall@1/5/10 both ways for untrained vs trained heads (and LoRA on
 the image tower unless ``lora.enabled=false``), and saves the heads where the
-model's item tower can start from them (``<MMREC_HOME>/alignment`` by default).
+model's item tower can start from them (``<MMREC_HOME>/alignment`` by default;
+``model.init_projections_from=<that folder>``). The work is done by :mod:`mmrec.align`.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _align(args: argparse.Namespace) -> int:
-    from mmrec.encoders.align import load_align_config, results_table, run_alignment
+    from mmrec.align import load_align_config, results_table, run_alignment
 
     target = args.target
     overrides = list(args.overrides)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from mmrec.commands._serving import add_run_args, load_recommender
-from mmrec.commands.common import print_json
+from mmrec.commands.common import activity, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def _index_config(args: argparse.Namespace) -> Any:
     if not args.on_disk and args.max_memory_gb is None:
         return args.factory
     from mmrec.config import load_config
-    from mmrec.train.runs import resolve_run
+    from mmrec.artifact.runs import resolve_run
 
     base = load_config(resolve_run(args.run) / "config.yaml").index
     changes: dict[str, Any] = {"factory": args.factory or base.factory}
@@ -51,7 +51,9 @@ def _index_config(args: argparse.Namespace) -> Any:
 
 def _build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    rec = load_recommender(args, index_config=_index_config(args), rebuild_index=True)
+    index_config = _index_config(args)
+    with activity("index build"):  # item vectors + FAISS train/add are single calls without progress of their own
+        rec = load_recommender(args, index_config=index_config, rebuild_index=True)
     out = {"index": str(rec.serving_dir / "index"), "factory": rec.index.config.factory,
            "on_disk": rec.index.config.on_disk, "dim": rec.dim,
            "catalog_items": rec.info()["catalog_items"], "items_served": len(rec),
@@ -66,7 +68,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from mmrec.errors import MMRecError
-    from mmrec.train.runs import resolve_run
+    from mmrec.artifact.runs import resolve_run
 
     path = resolve_run(args.run) / "serving" / "index" / "manifest.json"
     if not path.is_file():

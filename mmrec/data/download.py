@@ -1,7 +1,6 @@
 """Downloading raw files for users who are online: atomic, size-capped, SHA-256 checked."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import urllib.request
 from pathlib import Path
@@ -11,18 +10,12 @@ from tqdm.auto import tqdm
 
 from mmrec.atomic import atomic_path
 from mmrec.errors import DataError
+from mmrec.hashing import sha256_file
+from mmrec.urls import is_url
 
 log = logging.getLogger(__name__)
 
 MAX_DOWNLOAD_BYTES = 4 * 1024**3
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(url: str, dest: Path, sha256: Optional[str] = None, timeout: float = 60.0,
@@ -32,7 +25,7 @@ def fetch(url: str, dest: Path, sha256: Optional[str] = None, timeout: float = 6
     An existing ``dest`` whose checksum matches is reused. A checksum mismatch
     leaves nothing behind and raises :class:`DataError`.
     """
-    if not url.startswith(("https://", "http://")):
+    if not is_url(url):
         raise DataError(f"refusing to download {url!r}: only http(s) URLs are supported")
     if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256.lower()):
         return dest
@@ -58,5 +51,6 @@ def fetch(url: str, dest: Path, sha256: Optional[str] = None, timeout: float = 6
                 if got != sha256.lower():
                     raise DataError(f"{url}: SHA-256 mismatch (expected {sha256}, got {got}); file discarded")
     except OSError as exc:
-        raise DataError(f"cannot download {url}: {exc}. If this machine is offline, put the file at {dest} by hand.") from exc
+        raise DataError(f"cannot download {url}: {exc}. "
+                        f"If this machine is offline, put the file at {dest} by hand.") from exc
     return dest

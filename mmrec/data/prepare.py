@@ -12,7 +12,6 @@ A second ``prepare`` with the same config reuses the tables.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from mmrec.data.splits import Split, leave_one_out
 from mmrec.data.stats import dataset_stats
 from mmrec.data.validation import clean
 from mmrec.errors import DataError
+from mmrec.hashing import json_hash
 from mmrec.paths import prepared_dir
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,18 @@ class PreparedData:
 
 def _fingerprint(cfg: Config) -> str:
     payload = {"data": dataclasses.asdict(cfg.data), "split": dataclasses.asdict(cfg.split), "format": FORMAT_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(payload)[:16]  # = sha256(json.dumps(payload, sort_keys=True, default=str)): same keys as before
 
 
 def tables_dir(name: str) -> Path:
     return prepared_dir(name) / "tables"
+
+
+def _described(cfg: Config, data: RecData) -> str:
+    """``dataset 'name'`` plus the interactions file it was read from, when one was given."""
+    source = data.info.get("source") if isinstance(data.info, dict) else None
+    file = source.get("interactions") if isinstance(source, dict) else None
+    return f"dataset {cfg.data.name!r}" + (f" (interactions file {file})" if file else "")
 
 
 def prepare(cfg: Config, force: bool = False) -> PreparedData:
@@ -74,7 +81,10 @@ def prepare(cfg: Config, force: bool = False) -> PreparedData:
             log.warning("re-preparing %s: %s", cfg.data.name, exc)
     raw = load_dataset(cfg.data)
     data, filter_counts = clean(raw, cfg.data)
-    split = leave_one_out(data.interactions, cfg.split)
+    try:
+        split = leave_one_out(data.interactions, cfg.split)
+    except DataError as exc:  # name the data the split was made of
+        raise DataError(f"{_described(cfg, data)}: {exc}") from exc
     stats = dataset_stats(data, cfg.split, split=split)
     manifest = {
         "format_version": FORMAT_VERSION,

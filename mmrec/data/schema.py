@@ -63,7 +63,8 @@ class Catalog:
         for col in ("title", "description"):
             df[col] = _as_str_series(df[col]) if col in df.columns else ""
         df["item_id"] = _as_str_series(df["item_id"])
-        df["categories"] = _as_category_lists(df["categories"]) if "categories" in df.columns else [[] for _ in range(len(df))]
+        df["categories"] = (_as_category_lists(df["categories"]) if "categories" in df.columns
+                            else [[] for _ in range(len(df))])
         if "image" not in df.columns:
             df["image"] = None
         df["image"] = pd.Series([_as_optional_str(v) for v in df["image"]], index=df.index, dtype=object)
@@ -135,7 +136,8 @@ class Interactions:
             df["timestamp"] = df.groupby("user_id", sort=False).cumcount()
             self.timestamps_are_order = True
         df["timestamp"] = pd.to_numeric(df["timestamp"], errors="raise").astype("int64")
-        df["rating"] = pd.to_numeric(df["rating"], errors="coerce").astype("float64") if "rating" in df.columns else np.nan
+        df["rating"] = (pd.to_numeric(df["rating"], errors="coerce").astype("float64") if "rating" in df.columns
+                        else np.nan)
         extras = [c for c in df.columns if c not in INTERACTION_COLUMNS]
         self.df = df[list(INTERACTION_COLUMNS) + extras].reset_index(drop=True)
 
@@ -192,7 +194,8 @@ class RecData:
 _META_KEY = b"mmrec"
 
 
-def _write_parquet(df: pd.DataFrame, path: str | os.PathLike[str], kind: str, meta: Optional[Dict[str, Any]] = None) -> None:
+def _write_parquet(df: pd.DataFrame, path: str | os.PathLike[str], kind: str,
+                   meta: Optional[Dict[str, Any]] = None) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
     info = {"kind": kind, **(meta or {})}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(info).encode()})

@@ -109,7 +109,8 @@ def leave_one_out(inter: Interactions, cfg: SplitConfig) -> Split:
                     n_short_users, cfg.min_user_interactions, int(short.sum()))
     df = df[~short].reset_index(drop=True)
     if len(df) == 0:
-        raise DataError(f"split: no user has at least {cfg.min_user_interactions} interactions")
+        raise DataError(f"split: no user has at least {cfg.min_user_interactions} interactions "
+                        f"({n_short_users} users, {int(short.sum())} events, all dropped)")
     pos = df.groupby("user_id", sort=False).cumcount().to_numpy()
     size = df.groupby("user_id", sort=False)["item_id"].transform("size").to_numpy()
     role = np.where(pos == size - 1, "test", np.where(pos == size - 2, "valid", "train"))

@@ -7,6 +7,7 @@ from mmrec.config import SplitConfig
 from mmrec.data.images import is_readable_image
 from mmrec.data.schema import RecData
 from mmrec.data.splits import Split, cold_item_count
+from mmrec.urls import is_url
 
 
 def dataset_stats(data: RecData, split_cfg: SplitConfig, split: Optional[Split] = None) -> Dict[str, Any]:
@@ -15,7 +16,7 @@ def dataset_stats(data: RecData, split_cfg: SplitConfig, split: Optional[Split] 
     inter = data.interactions.df
     n_items_interacted = int(inter["item_id"].nunique())
     images = data.catalog.image_paths()
-    local = [p for p in images if p and not p.startswith(("http://", "https://"))]
+    local = [p for p in images if p and not is_url(p)]
     readable = int(sum(is_readable_image(p) for p in local))
     per_user = inter.groupby("user_id").size() if len(inter) else None
     stats: Dict[str, Any] = {

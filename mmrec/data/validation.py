@@ -54,7 +54,8 @@ def validate_interactions(inter: Interactions, source: str) -> None:
     for col in ("user_id", "item_id"):
         empty = np.flatnonzero((df[col].str.strip() == "").to_numpy())
         if len(empty):
-            raise DataError(f"{source}: interaction row {int(empty[0]) + 1} has an empty {col} ({len(empty)} such rows)")
+            raise DataError(f"{source}: interaction row {int(empty[0]) + 1} has an empty {col} "
+                            f"({len(empty)} such rows)")
     ts = df["timestamp"].to_numpy()
     neg = np.flatnonzero(ts < 0)
     if len(neg):
@@ -109,7 +110,8 @@ def clean(data: RecData, cfg: DataConfig) -> Tuple[RecData, Dict[str, int]]:
         if cfg.min_rating is not None:
             keep = df["rating"] >= cfg.min_rating
             counts["removed_below_min_rating"] = int((~keep).sum())
-            log.info("%s: removed %d interactions with rating < %s", src, counts["removed_below_min_rating"], cfg.min_rating)
+            log.info("%s: removed %d interactions with rating < %s", src, counts["removed_below_min_rating"],
+                     cfg.min_rating)
             df = df[keep]
         if cfg.user_core or cfg.item_core:
             df, kc = k_core(df, cfg.user_core, cfg.item_core)

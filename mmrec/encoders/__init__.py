@@ -1,5 +1,6 @@
-"""Encoders: text (sentence-transformers), image (open_clip), LoRA (peft), embedding cache, item features,
-cross-modal alignment heads.
+"""Encoders: text (sentence-transformers), image (open_clip), LoRA (peft), embedding cache, item features.
+
+Cross-modal alignment of the towers (``mmrec align``) is its own package, :mod:`mmrec.align`.
 
 Importing this package loads no model and no heavy library; the classes are
 resolved lazily on first attribute access.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmrec.encoders.config import (EncodersConfig, ImageEncoderConfig, LoRAConfig,  # noqa: F401
+from mmrec.config.encoders import (EncodersConfig, ImageEncoderConfig, LoRAConfig,  # noqa: F401
                                    TextEncoderConfig)
 
 _LAZY = {
@@ -26,10 +27,6 @@ _LAZY = {
     "save_lora": "mmrec.encoders.lora",
     "load_lora": "mmrec.encoders.lora",
     "merge_lora": "mmrec.encoders.lora",
-    "AlignConfig": "mmrec.encoders.align",
-    "load_align_config": "mmrec.encoders.align",
-    "run_alignment": "mmrec.encoders.align",
-    "load_alignment_heads": "mmrec.encoders.align",
 }
 
 __all__ = ["EncodersConfig", "TextEncoderConfig", "ImageEncoderConfig", "LoRAConfig", *_LAZY]

@@ -30,8 +30,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from mmrec.atomic import atomic_path, write_text
-from mmrec.encoders._lock import file_lock
+from filelock import FileLock
+
+from mmrec.atomic import atomic_path, write_json
 from mmrec.errors import MMRecError
 from mmrec.paths import mmrec_home
 
@@ -67,12 +68,6 @@ class CacheStats:
 
     def to_dict(self) -> Dict[str, int]:
         return asdict(self)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Compact JSON, atomically: the manifest is rewritten on every store, and the indented form
-    (pure-Python encoder) takes about twice the time and memory of this at 100k cached items."""
-    write_text(path, json.dumps(obj, separators=(",", ":")) + "\n")
 
 
 def _header(rows: int, dim: int) -> bytes:
@@ -228,7 +223,7 @@ class EmbeddingCache:
             raise MMRecError("store: every vector needs a content hash")
         d = self._dir(fingerprint)
         d.mkdir(parents=True, exist_ok=True)
-        with file_lock(d / ".lock"):
+        with FileLock(d / ".lock"):  # flock: writers in other processes wait here
             manifest = self._manifest(fingerprint) or {
                 "format": FORMAT_VERSION, "fingerprint": fingerprint, "dim": int(vectors.shape[1]),
                 "shards": [], "index": {}, "meta": meta or {},
@@ -257,7 +252,7 @@ class EmbeddingCache:
             manifest["shards"] = shards
             if meta:
                 manifest["meta"] = {**manifest.get("meta", {}), **meta}
-            write_json(d / MANIFEST, manifest)
+            write_json(d / MANIFEST, manifest, compact=True)  # rewritten on every store
             self._remove_strays(d, manifest)
             return len(keep)
 
@@ -379,7 +374,8 @@ class EmbeddingCache:
 
 def embed_with_cache(encoder: Any, contents: Sequence[Any], hashes: Sequence[Optional[str]],
                      compute_fn: Callable[[List[Any]], ComputeResult],
-                     cache: Optional[EmbeddingCache] = None, **kwargs: Any) -> Tuple[np.ndarray, np.ndarray, CacheStats]:
+                     cache: Optional[EmbeddingCache] = None,
+                     **kwargs: Any) -> Tuple[np.ndarray, np.ndarray, CacheStats]:
     """Module-level form of :meth:`EmbeddingCache.embed_with_cache` (``cache=None`` means no caching)."""
     if cache is None:
         return _NoCache().embed_with_cache(encoder, contents, hashes, compute_fn, **kwargs)

@@ -19,9 +19,10 @@ import numpy as np
 
 from mmrec.atomic import atomic_dir
 from mmrec.encoders.cache import EmbeddingCache, embed_with_cache
-from mmrec.encoders.config import EncodersConfig
-from mmrec.encoders.hashing import file_hash, text_hash
+from mmrec.config.encoders import EncodersConfig
+from mmrec.hashing import file_hash, text_hash
 from mmrec.errors import DataError, MMRecError
+from mmrec.urls import is_url
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _place_rows(n: int, rows: np.ndarray, vecs: np.ndarray, ok: np.ndarray) -> t
 
 def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, modality: str = "both",
                   cache: Union[EmbeddingCache, bool, None] = None, text_encoder: Any = None,
-                  image_encoder: Any = None, show_progress: bool = True) -> ItemFeatures:
+                  image_encoder: Any = None, show_progress: bool = True, progress: Any = None) -> ItemFeatures:
     """Embed every item of ``catalog`` (text and/or image) through the embedding cache.
 
     ``cache``: an :class:`EmbeddingCache`, ``None`` for the configured one
@@ -155,8 +156,17 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
     for none. Encoders are built from the config unless passed in (reuse them
     across calls: loading costs seconds). Relative image paths are taken as
     they are (the loaders store absolute ones); URLs count as no image.
+    ``progress``: a tqdm bar of the caller's to advance per encoder batch
+    (one step per item and modality) instead of this function's own bars.
     """
+    import contextlib
+
     from tqdm.auto import tqdm
+
+    def bar_for(total: int, desc: str, unit: str) -> Any:
+        if progress is not None:
+            return contextlib.nullcontext(progress)
+        return tqdm(total=total, desc=desc, unit=unit, disable=not show_progress)
 
     cfg = encoders_cfg or EncodersConfig()
     if modality not in MODALITIES:
@@ -175,10 +185,11 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
         texts = item_texts(catalog, cfg.text)
         present = np.array([bool(t.strip()) for t in texts], dtype=bool)
         rows = np.flatnonzero(present)
-        with tqdm(total=len(rows), desc="text", unit="item", disable=not show_progress) as bar:
+        with bar_for(len(rows), "text", "item") as bar:
             v, good, stats = embed_with_cache(
                 enc, [texts[i] for i in rows], [text_hash(texts[i]) for i in rows],
-                lambda chunk: enc.encode(chunk), cache=store, progress=bar)
+                lambda chunk: enc.encode(chunk), cache=store, progress=bar,
+                chunk_size=max(8, enc.cfg.batch_size) if progress is not None else 1024)
         vecs, ok = _place_rows(n, rows, v, good)
         stats.skipped = int(n - len(rows))
         feats.text, feats.has_text, feats.text_fingerprint = vecs, ok, enc.fingerprint
@@ -191,8 +202,8 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
 
         enc_i = image_encoder or ImageEncoder(cfg.image)
         paths = df["image"].tolist() if "image" in df.columns else [None] * n
-        local = [bool(p) and not str(p).startswith(("http://", "https://")) for p in paths]
-        n_urls = sum(1 for p in paths if p and str(p).startswith(("http://", "https://")))
+        local = [bool(p) and not is_url(str(p)) for p in paths]
+        n_urls = sum(1 for p in paths if p and is_url(str(p)))
         if n_urls:
             log.warning("%d item image(s) are URLs; download them first (they count as no image)", n_urls)
         rows = np.flatnonzero(np.array(local, dtype=bool))
@@ -200,10 +211,11 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
         def compute(chunk: List[Any]) -> Any:
             return enc_i.encode_paths([c[0] for c in chunk], item_ids=[c[1] for c in chunk])
 
-        with tqdm(total=len(rows), desc="images", unit="img", disable=not show_progress) as bar:
+        with bar_for(len(rows), "images", "img") as bar:
             v, good, stats = embed_with_cache(
                 enc_i, [(paths[i], ids[i]) for i in rows], [file_hash(paths[i]) for i in rows],
-                compute, cache=store, progress=bar, chunk_size=max(enc_i.cfg.batch_size * 8, 64))
+                compute, cache=store, progress=bar,
+                chunk_size=enc_i.cfg.batch_size if progress is not None else max(enc_i.cfg.batch_size * 8, 64))
         vecs, ok = _place_rows(n, rows, v, good)
         stats.skipped = int(n - len(rows))
         feats.image, feats.has_image, feats.image_fingerprint = vecs, ok, enc_i.fingerprint
@@ -214,3 +226,15 @@ def embed_catalog(catalog: Any, encoders_cfg: Optional[EncodersConfig] = None, m
     feats.summary = summary
     feats.__post_init__()
     return feats
+
+
+def model_features(catalog: Any, encoders_cfg: EncodersConfig, use_text: bool, use_image: bool) -> ItemFeatures:
+    """The features a model with these input modalities needs for ``catalog`` (through the cache).
+
+    Images are embedded only when some item has an image reference.
+    """
+    need_image = use_image and any(p for p in catalog.image_paths())
+    if not (use_text or need_image):
+        return ItemFeatures(item_ids=catalog.item_ids)
+    mod = "both" if use_text and need_image else ("text" if use_text else "image")
+    return embed_catalog(catalog, encoders_cfg, modality=mod)

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image, ImageOps
 
 from mmrec.atomic import atomic_dir
 from mmrec.data.images import MAX_IMAGE_PIXELS
-from mmrec.encoders._lock import file_lock
-from mmrec.encoders.config import DEFAULT_IMAGE_MODEL, ImageEncoderConfig
-from mmrec.encoders.hashing import cached_file_hash, json_hash, state_dict_hash
+from mmrec.config.encoders import DEFAULT_IMAGE_MODEL, ImageEncoderConfig
+from mmrec.encoders.weight_hashes import cached_file_hash
+from mmrec.hashing import json_hash, tensors_sha256
 from mmrec.encoders.text import default_text_model_path
 from mmrec.errors import DataError, MMRecError
 from mmrec.paths import mmrec_home
@@ -153,7 +154,7 @@ def assemble_offline_clip(dest_dir: Optional[str | Path] = None, force: bool = F
 
     dest = Path(dest_dir) if dest_dir is not None else default_model_dir()
     dest = dest.expanduser().resolve()
-    with file_lock(dest.parent / f".{dest.name}.lock"):
+    with FileLock(dest.parent / f".{dest.name}.lock"):  # one assembler at a time, across processes
         if _is_assembled(dest) and not force:
             return dest
         t0 = time.perf_counter()
@@ -355,7 +356,7 @@ class ImageEncoder:
             elif self.cfg.pretrained:
                 self._weights_hash = json_hash(["open_clip-tag", self.cfg.model, self.cfg.pretrained])
             else:
-                self._weights_hash = state_dict_hash(self.model.state_dict().items())
+                self._weights_hash = tensors_sha256(self.model.state_dict())
         return self._weights_hash
 
     @property
@@ -376,7 +377,7 @@ class ImageEncoder:
 
     def refresh_fingerprint(self, weights_hash: Optional[str] = None) -> str:
         """Recompute the fingerprint after weights changed (LoRA); hashes the live tensors by default."""
-        self._weights_hash = weights_hash or state_dict_hash(self.model.state_dict().items())
+        self._weights_hash = weights_hash or tensors_sha256(self.model.state_dict())
         self._fingerprint = None
         return self.fingerprint
 

@@ -1,6 +1,6 @@
 """peft LoRA on the text tower (sentence-transformers' HF model) and/or the image tower (timm trunk).
 
-Switched on by ``encoders.lora`` (:class:`~mmrec.encoders.config.LoRAConfig`):
+Switched on by ``encoders.lora`` (:class:`~mmrec.config.encoders.LoRAConfig`):
 ``apply_lora`` wraps the chosen tower(s) in place with a peft ``PeftModel`` so
 that only the low-rank adapters train; ``save_lora`` writes just the adapter
 weights (peft ``save_pretrained``: ``adapter_model.safetensors`` +
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmrec.atomic import atomic_dir
-from mmrec.encoders.config import LoRAConfig
+from mmrec.config.encoders import LoRAConfig
 from mmrec.errors import ConfigError, MMRecError
 
 log = logging.getLogger(__name__)

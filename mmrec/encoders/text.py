@@ -15,8 +15,9 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from mmrec.encoders.config import DEFAULT_TEXT_MODEL, TextEncoderConfig, template_fields
-from mmrec.encoders.hashing import folder_weights_hash, json_hash, state_dict_hash
+from mmrec.config.encoders import DEFAULT_TEXT_MODEL, TextEncoderConfig, template_fields
+from mmrec.encoders.weight_hashes import folder_weights_hash
+from mmrec.hashing import json_hash, tensors_sha256
 from mmrec.errors import ConfigError, MMRecError
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class TextEncoder:
         """Hash of the weight files in the model folder (or of the loaded tensors when there is no folder)."""
         if self._weights_hash is None:
             digest = folder_weights_hash(self.source) if Path(self.source).is_dir() else None
-            self._weights_hash = digest or state_dict_hash(self.model.state_dict().items())
+            self._weights_hash = digest or tensors_sha256(self.model.state_dict())
         return self._weights_hash
 
     @property
@@ -171,7 +172,7 @@ class TextEncoder:
 
     def refresh_fingerprint(self, weights_hash: Optional[str] = None) -> str:
         """Recompute the fingerprint after the weights changed (LoRA); hashes the live tensors by default."""
-        self._weights_hash = weights_hash or state_dict_hash(self.model.state_dict().items())
+        self._weights_hash = weights_hash or tensors_sha256(self.model.state_dict())
         self._fingerprint = None
         return self.fingerprint
 

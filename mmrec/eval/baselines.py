@@ -19,7 +19,6 @@ right-aligned item rows padded with ``-1``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -62,7 +61,7 @@ class MostPopular:
 
     @classmethod
     def from_space(cls, space: Any) -> "MostPopular":
-        """From an :class:`~mmrec.train.setup.ItemSpace` (its ``popularity`` = train counts)."""
+        """From an :class:`~mmrec.artifact.ItemSpace` (its ``popularity`` = train counts)."""
         return cls(space.popularity)
 
     @property
@@ -139,20 +138,3 @@ def variant_overrides(variant: str, extra: Sequence[str] = ()) -> List[str]:
     if variant not in LEARNED_VARIANTS:
         raise MMRecError(f"unknown learned variant {variant!r}; choose one of {sorted(LEARNED_VARIANTS)}")
     return list(LEARNED_VARIANTS[variant]) + list(extra)
-
-
-def train_variant(variant: str, config: Optional[str | Path], output_dir: str | Path,
-                  overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    """Train one learned model of the comparison with our trainer; returns its run summary.
-
-    ``config`` is the base YAML (e.g. configs/default.yaml); the variant's
-    switches come first and ``overrides`` last, so callers can still change
-    anything (epochs, dataset, exclusion setting).
-    """
-    from mmrec.config import load_config
-    from mmrec.train.trainer import Trainer
-    cfg = load_config(config, variant_overrides(variant, overrides))
-    log.info("training %s into %s", variant, output_dir)
-    summary = Trainer(cfg, str(output_dir)).train()
-    summary["variant"] = variant
-    return summary

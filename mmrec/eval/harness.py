@@ -37,6 +37,7 @@ from mmrec.errors import MMRecError
 from mmrec.eval.baselines import ContentKNN, MostPopular, content_matrix
 from mmrec.eval.metrics import BeyondAccuracyAccumulator, RankingAccumulator, exclusion_mask, target_ranks, topk_items
 from mmrec.eval.protocols import EvalExamples, build_examples, model_scorer
+from mmrec.markdown import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,14 @@ def _baseline_scorers(counts: np.ndarray, features: Any) -> Dict[str, ScoreFn]:
     return scorers
 
 
-def _content_features(loaded: Any, data: Any) -> Any:
+def _content_features(loaded: Any) -> Any:
     """The run's stored features, or (ID-only run) the catalog's text features for content-kNN/diversity."""
     f = loaded.features
     if f.text is not None or f.image is not None:
         return f
     try:
         from mmrec.encoders.features import embed_catalog
-        return embed_catalog(data.catalog, loaded.cfg.encoders, modality="text")
+        return embed_catalog(loaded.catalog, loaded.cfg.encoders, modality="text")
     except MMRecError as exc:  # pragma: no cover - depends on the encoders being installed
         log.warning("no content features for the baselines: %s", exc)
         return None
@@ -162,19 +163,18 @@ def _content_features(loaded: Any, data: Any) -> Any:
 
 def setup_run(loaded: Any, role: str = "test", baselines: bool = False, max_users: Optional[int] = None) -> EvalSetup:
     """Examples of the run's own dataset and its scorers (the model, plus baselines when asked)."""
-    from mmrec.data.prepare import prepare
     cfg = loaded.cfg
-    data = prepare(cfg)
-    if data.catalog.item_ids != loaded.space.item_ids:
-        raise MMRecError(f"the prepared {cfg.data.name} catalog no longer matches run {loaded.folder} "
-                         f"(items differ); re-prepare with the run's config or retrain")
-    examples = cap_users(build_examples(data.split, loaded.space.row, role, "all", cfg.model.max_len), max_users)
+    split = loaded.split
+    if split is None:
+        raise MMRecError(f"{loaded.folder} holds no split (an exported model): evaluate the run it was exported "
+                         f"from, or use --protocol cross --target-dataset with the data")
+    examples = cap_users(build_examples(split, loaded.space.row, role, "all", cfg.model.max_len), max_users)
     has_content = loaded.features.text is not None or loaded.features.image is not None
-    feats = loaded.features if has_content else (_content_features(loaded, data) if baselines else None)
+    feats = loaded.features if has_content else (_content_features(loaded) if baselines else None)
     scorers: Dict[str, ScoreFn] = {MODEL_NAME: model_scorer(loaded.model)}
     if baselines:
         scorers.update(_baseline_scorers(loaded.space.popularity, feats))
-    info = {"dataset": cfg.data.name, "split": role, "cold_items": len(data.split.cold_items)}
+    info = {"dataset": cfg.data.name, "split": role, "cold_items": len(split.cold_items)}
     return EvalSetup(examples, loaded.space.popularity, _diversity_vectors(feats, loaded.model), scorers, info)
 
 
@@ -208,9 +208,10 @@ def cross_model(loaded: Any, features: Any) -> torch.nn.Module:
 def setup_cross(loaded: Any, target: str, role: str = "test", baselines: bool = False,
                 max_users: Optional[int] = None) -> EvalSetup:
     """Examples and scorers for dataset ``target`` (a dataset name or a config YAML) under run ``loaded``."""
-    from mmrec.commands.common import config_from_target
+    from mmrec.artifact import item_space
+    from mmrec.config import config_from_target
     from mmrec.data.prepare import prepare
-    from mmrec.train.setup import item_space, load_features
+    from mmrec.encoders.features import model_features
     if not [m for m in loaded.model.tower.modalities if m != "id"]:
         raise MMRecError(f"run {loaded.folder} is an ID-only model: cross-domain evaluation needs a content model")
     tcfg = config_from_target(target, [])
@@ -220,7 +221,8 @@ def setup_cross(loaded: Any, target: str, role: str = "test", baselines: bool = 
         tcfg.split = loaded.cfg.split
     data = prepare(tcfg)
     space = item_space(data)
-    feats = load_features(loaded.cfg, data)  # the run's encoders and modalities, the target's catalog
+    # the run's encoders and modalities, the target's catalog
+    feats = model_features(data.catalog, loaded.cfg.encoders, loaded.cfg.model.use_text, loaded.cfg.model.use_image)
     model = cross_model(loaded, feats)
     examples = cap_users(build_examples(data.split, space.row, role, "all", loaded.cfg.model.max_len), max_users)
     scorers: Dict[str, ScoreFn] = {MODEL_NAME: model_scorer(model)}
@@ -263,7 +265,7 @@ def evaluate_run(run: Optional[str | Path] = None, protocols: Sequence[str] = ()
     ``exclude_history`` to its ``eval.exclude_history``. Top-level keys per
     protocol hold the model's metrics; ``baselines`` holds each baseline's.
     """
-    from mmrec.train.runs import load_run
+    from mmrec.artifact import load_run
     if role not in ("test", "valid"):
         raise MMRecError(f"--split must be test or valid, got {role!r}")
     loaded = load_run(run)
@@ -301,13 +303,13 @@ TABLE_KEYS = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20", "cover
 def format_report(report: Dict[str, Any]) -> str:
     """A Markdown table: one row per (protocol, model)."""
     keys = [k for k in TABLE_KEYS if any(k in report[p] for p in report["protocols"])]
-    lines = [f"run: {report['run']}  dataset: {report.get('dataset')}  split: {report.get('split')}  "
-             f"exclude_history: {report['exclude_history']}", "",
-             "| protocol | model | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    table: List[List[str]] = []
     for p in report["protocols"]:
         rows: List[tuple] = [(MODEL_NAME, report[p])]
         rows += [(n, per[p]) for n, per in report.get("baselines", {}).items() if p in per]
         for name, m in rows:
             cells = [(f"{int(m[k])}" if k == "users" else f"{m[k]:.4f}") if k in m else "–" for k in keys]
-            lines.append(f"| {p} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            table.append([p, name, *cells])
+    return (f"run: {report['run']}  dataset: {report.get('dataset')}  split: {report.get('split')}  "
+            f"exclude_history: {report['exclude_history']}\n\n"
+            + markdown_table(["protocol", "model", *keys], table) + "\n")

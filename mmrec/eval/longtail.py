@@ -30,6 +30,7 @@ import torch
 
 from mmrec.errors import MMRecError
 from mmrec.eval.metrics import RankingAccumulator
+from mmrec.markdown import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +110,14 @@ def format_longtail(report: Mapping, metric: str = "ndcg@10") -> str:
         if not models:
             continue
         lines.append(f"\n{metric} by target {kind.replace('_', ' ')} bucket (n = events)\n")
-        lines.append("| model | " + " | ".join(buckets) + " |")
-        lines.append("|---|" + "---|" * len(buckets))
+        table = []
         for name, rows in models.items():
-            cells = []
+            cells = [name]
             for b in buckets:
                 r = rows[b]
                 cells.append(f"{r[metric]:.4f} (n={r['n']})" if r["n"] else "– (n=0)")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            table.append(cells)
+        lines.append(markdown_table(["model", *buckets], table))
     return "\n".join(lines) + "\n"
 
 

@@ -20,9 +20,9 @@ import torch
 from mmrec.data.splits import Split
 from mmrec.errors import MMRecError
 from mmrec.eval.metrics import RankingAccumulator, exclusion_mask, target_ranks
+from mmrec.model.history import right_align
 
 PROTOCOLS = ("warm", "cold", "all")
-PAD = -1
 
 
 @dataclass
@@ -59,12 +59,8 @@ def build_examples(split: Split, item_row: Mapping[str, int], role: str, protoco
         targets = np.array([item_row[t] for t in ex["target"]], dtype=np.int64)
     except KeyError as exc:
         raise MMRecError(f"item {exc.args[0]!r} of the split is not in the model's catalog") from exc
-    arr = np.full((len(hists), max_len), PAD, dtype=np.int64)
-    for r, h in enumerate(hists):
-        h = h[-max_len:]
-        if len(h):
-            arr[r, max_len - len(h):] = h
-    return EvalExamples(ex["user_id"].tolist(), arr, hists, targets, ex["target_is_cold"].to_numpy())
+    return EvalExamples(ex["user_id"].tolist(), right_align(hists, max_len), hists, targets,
+                        ex["target_is_cold"].to_numpy())
 
 
 @torch.no_grad()
@@ -98,7 +94,8 @@ def evaluate_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], examples: 
     return out
 
 
-def model_scorer(model: torch.nn.Module, item_vecs: Optional[torch.Tensor] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def model_scorer(model: torch.nn.Module,
+                 item_vecs: Optional[torch.Tensor] = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """``score_fn`` for :func:`evaluate_scores` from an :class:`~mmrec.model.seqrec.MMRecModel`.
 
     Puts the model in eval mode; callers that train afterwards switch it back.
@@ -111,3 +108,35 @@ def model_scorer(model: torch.nn.Module, item_vecs: Optional[torch.Tensor] = Non
         return model.score_items(histories.to(dev), vecs)
 
     return score
+
+
+class SplitEvaluator:
+    """Scores a model on one split's leave-one-out events: what training validates and tests with.
+
+    ``SplitEvaluator(split, item_row, max_len, eval_cfg)(model, role, protocol)``
+    returns the metrics dict, or ``None`` when the protocol has no ``role``
+    events. Examples are built once per (role, protocol) and reused. The
+    trainer receives :meth:`factory` so that training never imports evaluation.
+    """
+
+    def __init__(self, split: Split, item_row: Mapping[str, int], max_len: int, eval_cfg: object) -> None:
+        self.split, self.item_row, self.max_len, self.cfg = split, item_row, int(max_len), eval_cfg
+        self._examples: Dict[tuple, EvalExamples] = {}
+
+    @classmethod
+    def factory(cls, split: Split, item_row: Mapping[str, int], cfg: object) -> "SplitEvaluator":
+        """Build from a run config (``cfg.model.max_len``, ``cfg.eval``): the trainer's ``make_evaluator``."""
+        return cls(split, item_row, cfg.model.max_len, cfg.eval)  # type: ignore[attr-defined]
+
+    def __call__(self, model: torch.nn.Module, role: str, protocol: str, rank: int = 0, world: int = 1,
+                 gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Optional[Dict[str, float]]:
+        key = (role, protocol)
+        if key not in self._examples:
+            self._examples[key] = build_examples(self.split, self.item_row, role, protocol, self.max_len)
+        ex = self._examples[key]
+        if len(ex) == 0:
+            return None
+        c = self.cfg
+        with torch.no_grad():
+            return evaluate_scores(model_scorer(model), ex, c.exclude_history, c.ks,  # type: ignore[attr-defined]
+                                   c.batch_size, rank, world, gather)  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ when they would not fit in memory (:mod:`mmrec.index.memory`).
 """
 from __future__ import annotations
 
-from mmrec.index.config import IndexConfig
+from mmrec.config.index import IndexConfig
 from mmrec.index.errors import (
     IndexFileError,
     IndexMemoryError,
@@ -15,11 +15,13 @@ from mmrec.index.errors import (
     ItemIndexError,
     UnknownItemError,
 )
+from mmrec.index.filters import ItemFilter
 from mmrec.index.item_index import ItemIndex
 
 __all__ = [
     "IndexConfig",
     "ItemIndex",
+    "ItemFilter",
     "ItemIndexError",
     "IndexMismatchError",
     "IndexFileError",

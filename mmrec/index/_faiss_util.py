@@ -207,3 +207,82 @@ def open_ondisk_lists(ivf: faiss.IndexIVF, data_path: Path) -> None:
         if size < lists.totsize:
             raise RuntimeError(f"file has {size} bytes, the index expects {lists.totsize}")
         lists.do_mmap()
+
+
+class SelectorUnsupported(Exception):
+    """The index (or a part of it) cannot take an ``IDSelector`` in its search parameters."""
+
+
+def _hnsw_params(node: faiss.IndexHNSW, sel: Any, ef_search: Optional[int]) -> faiss.SearchParametersHNSW:
+    hnsw = node.hnsw
+    return faiss.SearchParametersHNSW(
+        sel=sel,
+        efSearch=int(ef_search) if ef_search is not None else int(hnsw.efSearch),
+        check_relative_distance=bool(hnsw.check_relative_distance),
+        bounded_queue=bool(hnsw.search_bounded_queue),
+    )
+
+
+def search_parameters(
+    index: faiss.Index,
+    sel: Any = None,
+    nprobe: Optional[int] = None,
+    ef_search: Optional[int] = None,
+) -> Optional[faiss.SearchParameters]:
+    """Per-call FAISS search parameters for ``index``: selector + ``nprobe`` / ``efSearch``.
+
+    Walks the wrappers mmrec builds (``IndexIDMap2``, ``IndexPreTransform``,
+    ``IndexRefine``) down to the index that searches, and returns the typed
+    parameter object each level expects (FAISS rejects a plain
+    ``SearchParameters`` on IVF, HNSW or Refine indexes). ``sel`` selects
+    internal (int64) ids: under an ``IndexIDMap2`` it is wrapped in an
+    ``IDSelectorTranslated`` here, because an ``IndexRefine`` passes its
+    ``base_index_params`` (not its own ``sel``) to the base index. Unset knobs
+    take the index's current values (``IndexRefine``'s ``k_factor`` included:
+    given parameters, FAISS would otherwise use the parameter default of 1).
+
+    Returns ``None`` when nothing needs passing (no selector, no override, or
+    the index has no knob). Raises :class:`SelectorUnsupported` when ``sel``
+    is given and some level cannot apply it (``IndexPQ``, fast-scan PQ without
+    IVF, LSH, ...), or when an override cannot be expressed this way.
+    """
+    node = faiss.downcast_index(index)
+    if isinstance(node, (faiss.IndexIDMap2, faiss.IndexIDMap)):
+        inner = None if sel is None else faiss.IDSelectorTranslated(node.id_map, sel)
+        return search_parameters(node.index, inner, nprobe, ef_search)
+    if isinstance(node, faiss.IndexPreTransform):
+        return search_parameters(node.index, sel, nprobe, ef_search)
+    if isinstance(node, faiss.IndexRefine):
+        base = search_parameters(node.base_index, sel, nprobe, ef_search)
+        if base is None and sel is None:
+            return None
+        return faiss.IndexRefineSearchParameters(k_factor=float(node.k_factor), base_index_params=base, sel=sel)
+    if isinstance(node, faiss.IndexIVF):
+        quantizer = faiss.downcast_index(node.quantizer)
+        q_hnsw = isinstance(quantizer, faiss.IndexHNSW)
+        if sel is None and nprobe is None and (ef_search is None or not q_hnsw):
+            return None
+        params = faiss.SearchParametersIVF(
+            sel=sel, nprobe=int(nprobe) if nprobe is not None else int(node.nprobe), max_codes=int(node.max_codes)
+        )
+        if ef_search is not None and q_hnsw:  # "IVF4096_HNSW32,...": efSearch is the quantizer's
+            params.quantizer_params = _hnsw_params(quantizer, None, ef_search)
+        return params
+    if isinstance(node, faiss.IndexHNSW) and not isinstance(node, faiss.IndexHNSW2Level):
+        if sel is None and ef_search is None:
+            return None
+        return _hnsw_params(node, sel, ef_search)
+    if isinstance(node, (faiss.IndexFlat, faiss.IndexScalarQuantizer)):
+        return None if sel is None else faiss.SearchParameters(sel=sel)
+    if sel is not None or nprobe is not None or ef_search is not None:
+        raise SelectorUnsupported(type(node).__name__)
+    return None
+
+
+def supports_selector(index: faiss.Index) -> bool:
+    """Whether :func:`search_parameters` can put an ``IDSelector`` into searches of ``index``."""
+    try:
+        search_parameters(index, faiss.IDSelectorAll())
+    except SelectorUnsupported:
+        return False
+    return True

@@ -24,6 +24,7 @@ from typing import Optional
 
 import faiss
 
+from mmrec.config.index import IndexConfig
 from mmrec.index import _faiss_util as fu
 from mmrec.index.errors import IndexMemoryError
 
@@ -42,6 +43,9 @@ SAVE_BYTES_PER_ITEM = 256
 
 _REV_MAP_BYTES = 48  # IndexIDMap2's unordered_map<idx_t, idx_t>: node + bucket, per entry (RAM only, not serialised)
 _LIST_OVERHEAD = 48  # an ArrayInvertedLists list: two std::vector headers
+SMALL_ADD_BYTES = 16 << 20
+"""An add growing an index by less than this skips the free-memory check (there is no budget to check against)."""
+
 _ADD_ROWS = 65_536  # FAISS's IVF add and ItemIndex's pre-transform add work this many rows at a time
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PROC_CGROUP = Path("/proc/self/cgroup")
@@ -363,3 +367,58 @@ def _advice(est: MemoryEstimate, budget: float) -> str:
     return (f"Even a compact index ('{alt}', with index.on_disk: true for its lists) would need ~{_gib(alt_total)}, "
             "mostly the raw vectors and id maps mmrec keeps in RAM: shard the catalog over several indexes "
             "(processes or machines) or use a machine with more memory.")
+
+
+# ------------------------------------------------ the guard of one ItemIndex
+
+
+def estimate_for(
+    index: faiss.Index, n: int, dim: int, cfg: IndexConfig, vector_rows: Optional[int] = None
+) -> MemoryEstimate:
+    """:func:`estimate_item_index` with the settings of an ItemIndex's config."""
+    return estimate_item_index(
+        index, n, dim, cfg.factory, train_sample=cfg.train_sample, on_disk=cfg.on_disk, vector_rows=vector_rows,
+    )
+
+
+def held_bytes(index: faiss.Index, n_items: int, vector_rows: int, dim: int, cfg: IndexConfig) -> int:
+    """Estimated bytes an ItemIndex holds now (no scratch), freed when it is rebuilt.
+
+    ``index``: its FAISS index; ``n_items``: live items; ``vector_rows``: rows
+    allocated for its raw vectors.
+    """
+    if n_items == 0 and index.ntotal == 0:
+        return 0
+    est = estimate_for(index, int(index.ntotal), dim, cfg, vector_rows=vector_rows)
+    return est.total - est.transient_bytes
+
+
+def guard(
+    index: faiss.Index,
+    n: int,
+    dim: int,
+    cfg: IndexConfig,
+    *,
+    action: str,
+    base_bytes: int = 0,
+    vector_rows: Optional[int] = None,
+) -> None:
+    """Raise :class:`IndexMemoryError` unless ``index`` over ``n`` vectors fits (see :func:`check_fits`)."""
+    est = estimate_for(index, n, dim, cfg, vector_rows)
+    log.debug("memory estimate for %s of %s over %d vectors: %d bytes (%s)",
+              action, cfg.factory, n, est.total, est.breakdown())
+    check_fits(est, cfg.max_memory_gb, action=action, base_bytes=base_bytes)
+
+
+def guard_add(index: faiss.Index, n_new: int, vector_rows: int, held: int, dim: int, cfg: IndexConfig) -> None:
+    """Guard an add: the grown index must fit the budget; large adds must fit in free memory.
+
+    ``vector_rows``: raw-vector rows allocated after the add; ``held``:
+    :func:`held_bytes` before it.
+    """
+    total = int(index.ntotal) + n_new
+    if cfg.max_memory_gb is None:
+        grow = estimate_for(index, total, dim, cfg, vector_rows).total - held
+        if grow < SMALL_ADD_BYTES:
+            return
+    guard(index, total, dim, cfg, action="add to", base_bytes=held, vector_rows=vector_rows)

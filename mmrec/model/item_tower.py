@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrec.model.config import ModelConfig
+from mmrec.config.model import ModelConfig
 
 
 def make_projection(in_dim: int, out_dim: int, kind: str, dropout: float = 0.0) -> nn.Module:

@@ -1,6 +1,9 @@
 """Objectives: InfoNCE for masked items against item-tower vectors, and CLIP-style
 symmetric InfoNCE between an item's text and image views.
 
+:func:`clip_loss` is the code base's only CLIP loss: the model's cross-modal
+objective and ``mmrec align`` (:mod:`mmrec.align`) both call it.
+
 Across processes, the contrastive views are gathered *with* gradients (as
 open_clip's ``ClipLoss`` does with ``gather_with_grad``), so the batch size in
 the config is the global batch and every process sees all negatives.
@@ -59,8 +62,11 @@ def masked_item_loss(user: torch.Tensor, candidates: torch.Tensor, target_idx: t
     return F.cross_entropy(logits.float(), target_idx)
 
 
-def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, same: Optional[torch.Tensor] = None) -> torch.Tensor:
+def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor,
+              same: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Symmetric InfoNCE between paired rows of ``a`` and ``b`` (both L2-normalised, [n, d]).
+
+    ``scale`` is the logit multiplier 1/T (already exponentiated and capped by the caller).
 
     Views are gathered across processes first. ``same`` (ids, [n]) marks rows
     that are the same item, whose off-diagonal pairs are not negatives.

@@ -18,12 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrec.model.config import LossConfig, ModelConfig
+from mmrec.config.model import LossConfig, ModelConfig
+from mmrec.model.history import PAD, window_width
 from mmrec.model.item_tower import ItemTower
 from mmrec.model.losses import clip_loss, gather_no_grad, gather_with_grad, masked_item_loss
 from mmrec.model.sequence import SequenceEncoder
 
-PAD = -1
 MAX_LOGIT_SCALE = math.log(100.0)
 #: the seen-item offset is stored divided by this, so AdamW's ~lr-sized steps move it at a useful pace
 SEEN_BIAS_GAIN = 10.0
@@ -103,17 +103,20 @@ class MMRecModel(nn.Module):
         feats, masks = {}, {}
         if "text" in self.tower.modalities:
             feats["text"] = content.text if content.text is not None else torch.zeros(n, self.text_dim, device=dev)
-            masks["text"] = content.has_text if content.has_text is not None else torch.full((n,), content.text is not None, device=dev)
+            masks["text"] = (content.has_text if content.has_text is not None
+                             else torch.full((n,), content.text is not None, device=dev))
         if "image" in self.tower.modalities:
             feats["image"] = content.image if content.image is not None else torch.zeros(n, self.image_dim, device=dev)
-            masks["image"] = content.has_image if content.has_image is not None else torch.full((n,), content.image is not None, device=dev)
+            masks["image"] = (content.has_image if content.has_image is not None
+                              else torch.full((n,), content.image is not None, device=dev))
         if not feats:
             raise ValueError("an ID-only model cannot embed items from content")
         ids = torch.full((n,), -1, dtype=torch.long, device=dev) if self.tower.id_emb is not None else None
         return self.tower(feats, masks, ids)
 
     # -- users -----------------------------------------------------------------------------------
-    def encode_sequence(self, items: torch.Tensor, vecs: torch.Tensor, masked: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def encode_sequence(self, items: torch.Tensor, vecs: torch.Tensor,
+                        masked: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Transformer outputs for right-aligned ``items`` [B, L] (PAD = -1) with item vectors ``vecs`` [B, L, d]."""
         pad = items < 0
         if masked is not None:
@@ -122,7 +125,7 @@ class MMRecModel(nn.Module):
 
     def visible_history(self, histories: torch.Tensor) -> torch.Tensor:
         """The part of right-aligned ``histories`` [B, L'] that :meth:`user_vectors` reads."""
-        return histories[:, -(self.cfg.max_len if self.cfg.causal else self.cfg.max_len - 1):]
+        return histories[:, -window_width(self.cfg.max_len, self.cfg.causal):]
 
     def seen_offset(self) -> float:
         """The learned score offset for items in the input window (0.0 when ``model.seen_bias`` is off)."""
@@ -151,13 +154,10 @@ class MMRecModel(nn.Module):
         read the last history position. ``item_vecs`` [N, d] may be given to
         reuse precomputed tower vectors (e.g. including onboarded items).
         """
-        L = self.cfg.max_len
-        if not self.cfg.causal:
-            histories = histories[:, -(L - 1):]
+        histories = self.visible_history(histories)
+        if not self.cfg.causal:  # the appended [MASK] slot is what a bidirectional model reads
             histories = torch.cat([histories, torch.full((len(histories), 1), PAD, dtype=histories.dtype,
                                                          device=histories.device)], 1)
-        else:
-            histories = histories[:, -L:]
         safe = histories.clamp(min=0)
         vecs = item_vecs[safe] if item_vecs is not None else self.item_vectors(safe.flatten()).view(*safe.shape, -1)
         masked = None
@@ -178,9 +178,10 @@ class MMRecModel(nn.Module):
         ``items`` [B, L] are the input indices (PAD = -1), ``scored`` [B, L]
         the output positions scored, ``targets`` [B, L] the true item at each
         scored position. Bidirectional models replace scored inputs by the
-        [MASK] vector; causal models read position t to predict item t+1. Candidates are all trainable items (``negatives:
-        all``) or the batch's targets plus sampled negatives, gathered across
-        processes; same-item candidates are never negatives.
+        [MASK] vector; causal models read position t to predict item t+1.
+        Candidates are all trainable items (``negatives: all``) or the batch's
+        targets plus sampled negatives, gathered across processes; same-item
+        candidates are never negatives.
         """
         lc = self.loss_cfg
         dev = items.device
@@ -271,7 +272,8 @@ class MMRecModel(nn.Module):
         out["loss"] = total
         return out
 
-    def contrastive_loss(self, text: torch.Tensor, image: torch.Tensor, ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def contrastive_loss(self, text: torch.Tensor, image: torch.Tensor,
+                         ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """CLIP-style loss between the text and image views of the same items."""
         if "text" not in self.tower.modalities or "image" not in self.tower.modalities:
             raise ValueError("the contrastive objective needs both text and image inputs")

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from mmrec.model.config import ModelConfig
+from mmrec.config.model import ModelConfig
 
 
 class SequenceEncoder(nn.Module):
@@ -31,7 +31,8 @@ class SequenceEncoder(nn.Module):
         self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False) if cfg.layers else None
         self.out_norm = nn.LayerNorm(cfg.dim)
 
-    def forward(self, item_vecs: torch.Tensor, pad: torch.Tensor, masked: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, item_vecs: torch.Tensor, pad: torch.Tensor,
+                masked: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``item_vecs`` [B, L, d]; ``pad`` bool [B, L] (True = no item); ``masked`` bool [B, L] -> [B, L, d]."""
         B, L, _ = item_vecs.shape
         x = item_vecs

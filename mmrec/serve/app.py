@@ -30,15 +30,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from mmrec import __version__
 from mmrec.errors import DataError, MMRecError
 from mmrec.index.errors import UnknownItemError
+from mmrec.limits import MAX_ITEMS_PER_CALL, MAX_K
 from mmrec.serve.confine import PathNotAllowedError, confine, resolve_roots
+from mmrec.serve.content import last_copies
 from mmrec.serve.image_urls import is_image_url
+from mmrec.serve.results import to_dicts
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
-MAX_K = 1000
 MAX_HISTORY = 1000
-MAX_ITEMS_PER_REQUEST = 1000
+MAX_ITEMS_PER_REQUEST = MAX_ITEMS_PER_CALL
 MAX_DELETE = 10_000
 MAX_TEXT = 2000
 
@@ -195,7 +197,7 @@ def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Seq
     def recommend(req: RecommendRequest) -> dict:
         items = rec.recommend(user_id=req.user_id, history=req.history, k=req.k, exclude_seen=req.exclude_seen,
                               explain=req.explain, query_text=req.query_text)
-        return {"user_id": req.user_id, "items": items}
+        return {"user_id": req.user_id, "items": to_dicts(items)}
 
     @app.post("/similar", summary="items similar to an item, a text or an image")
     def similar(req: SimilarRequest) -> dict:
@@ -206,12 +208,14 @@ def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Seq
             items = rec.similar_items(item_id=req.item_id, text=req.text, image=image, k=req.k)
         except DataError as exc:  # a corrupt image: name the client's path, not the server's
             raise HTTPException(400, f"cannot read image {req.image!r}") from exc
-        return {"items": items}
+        return {"items": to_dicts(items)}
 
     @app.post("/items", summary="onboard (add or replace) items", dependencies=[Depends(require_key)])
     def add_items(req: ItemsRequest) -> dict:
+        # an id given twice: the last copy is onboarded, the earlier ones are reported as duplicates (row: index)
+        kept, duplicates = last_copies([{"item_id": item.item_id} for item in req.items])
         records, failed = [], []
-        for item in req.items:
+        for item in (req.items[n] for n in kept):
             rec_ = item.model_dump(exclude_none=True, exclude={"attributes"})
             rec_.update(item.attributes or {})
             # a URL is never a path: it stays as given, and the recommender's URL policy either fetches it
@@ -224,8 +228,9 @@ def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Seq
                     continue
             records.append(rec_)
         summary = rec.onboard(records) if records else {"added": [], "replaced": [], "failed": [],
-                                                        "warnings": [], "persisted": True}
+                                                        "duplicates": [], "warnings": [], "persisted": True}
         summary["failed"] = failed + summary["failed"]
+        summary["duplicates"] = duplicates + summary.get("duplicates", [])
         summary["items_served"] = len(rec)
         return summary
 

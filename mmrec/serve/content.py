@@ -7,6 +7,7 @@ reported, not raised, so one broken row does not block a batch.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mmrec.errors import DataError
+from mmrec.limits import MAX_ITEMS_PER_CALL
+from mmrec.urls import is_url
 
 TEXT_FIELDS = ("title", "description")
 MAX_ID_LEN = 256
@@ -38,36 +41,84 @@ def _norm_categories(v: Any) -> list[str]:
         return [str(v)]
 
 
-def _as_rows(items: Any) -> list[Any]:
+def _too_many(n: Any) -> DataError:
+    return DataError(f"at most {MAX_ITEMS_PER_CALL} items per onboarding call, got {n}; send them in batches "
+                     f"(mmrec.serve.content.iter_chunks; `mmrec onboard FILE` batches a file itself)")
+
+
+def _as_rows(items: Any, limit: int = MAX_ITEMS_PER_CALL) -> list[Any]:
+    """The items as a list of rows, refused (before copying them) when there are more than ``limit``."""
     if hasattr(items, "df") and hasattr(items, "item_ids"):  # Catalog
         items = items.df
     if hasattr(items, "to_dict") and hasattr(items, "columns"):  # DataFrame
+        if len(items) > limit:
+            raise _too_many(len(items))
         return items.to_dict("records")
     if isinstance(items, Mapping):
         return [items]
     if isinstance(items, (str, bytes)):
         raise DataError("items must be a list of dicts, a DataFrame or a Catalog; for a file use read_items_file")
-    return list(items)
+    if hasattr(items, "__len__"):
+        if len(items) > limit:
+            raise _too_many(len(items))
+        return list(items)
+    rows = list(itertools.islice(items, limit + 1))  # a generator: never materialise more than limit + 1
+    if len(rows) > limit:
+        raise _too_many(f"more than {limit}")
+    return rows
 
 
-def normalise_items(items: Any) -> tuple[list[dict], list[dict]]:
-    """``(records, failures)``; each failure is ``{"item_id", "row", "reason"}``.
+def item_key(raw: Any) -> Any:
+    """The id a raw row is onboarded under (what :func:`normalise_items` makes of ``item_id``), else None."""
+    if not isinstance(raw, Mapping):
+        return None
+    iid = raw.get("item_id")
+    if isinstance(iid, float) and iid.is_integer():
+        iid = int(iid)
+    if _blank(iid) or isinstance(iid, bool) or not isinstance(iid, (str, int)):
+        return None
+    return str(iid).strip()
 
-    A duplicated id keeps its last row; the earlier ones are reported as failed.
+
+def last_copies(rows: list) -> tuple[list[int], list[dict]]:
+    """``(kept, duplicates)`` for a batch: the positions of the rows to use, the last copy of each id winning.
+
+    Each earlier copy is ``{"item_id", "row", "reason"}`` in ``duplicates``;
+    rows without a usable id are all kept (validation reports them).
     """
+    keys = [item_key(r) for r in rows]
+    last = {k: n for n, k in enumerate(keys) if k is not None}
+    kept, duplicates = [], []
+    for n, k in enumerate(keys):
+        if k is None or last[k] == n:
+            kept.append(n)
+        else:
+            duplicates.append({"item_id": k if len(k) <= MAX_ID_LEN else k[:40] + "...", "row": n,
+                               "reason": f"duplicate item_id in this batch: superseded by row {last[k]}"})
+    return kept, duplicates
+
+
+def normalise_items(items: Any) -> tuple[list[dict], list[dict], list[dict]]:
+    """``(records, failures, duplicates)``; each failure and duplicate is ``{"item_id", "row", "reason"}``.
+
+    At most :data:`~mmrec.limits.MAX_ITEMS_PER_CALL` items (else a
+    :class:`DataError` before they are copied). A duplicated id keeps its
+    last row; the earlier ones are reported under ``duplicates`` (not failed:
+    the id is applied from its last copy).
+    """
+    rows = _as_rows(items)
+    kept, duplicates = last_copies(rows)
     records: list[dict] = []
     failures: list[dict] = []
-    for row, raw in enumerate(_as_rows(items)):
+    for row in kept:
+        raw = rows[row]
         if not isinstance(raw, Mapping):
             failures.append({"item_id": None, "row": row, "reason": f"not an object: {type(raw).__name__}"})
             continue
-        iid = raw.get("item_id")
-        if isinstance(iid, float) and iid.is_integer():
-            iid = int(iid)
-        if _blank(iid) or isinstance(iid, bool) or not isinstance(iid, (str, int)):
+        iid = item_key(raw)
+        if iid is None:
             failures.append({"item_id": None, "row": row, "reason": "missing or invalid item_id"})
             continue
-        iid = str(iid).strip()
         if len(iid) > MAX_ID_LEN:
             failures.append({"item_id": iid[:40] + "...", "row": row, "reason": f"item_id longer than {MAX_ID_LEN}"})
             continue
@@ -82,20 +133,12 @@ def normalise_items(items: Any) -> tuple[list[dict], list[dict]]:
             elif not _blank(value):
                 rec[str(key)] = value if isinstance(value, str) else str(value)
         records.append(rec)
-    last = {rec["item_id"]: n for n, rec in enumerate(records)}
-    kept = []
-    for n, rec in enumerate(records):
-        if last[rec["item_id"]] != n:
-            failures.append({"item_id": rec["item_id"], "row": None,
-                             "reason": "duplicate item_id in this batch (the last occurrence is used)"})
-        else:
-            kept.append(rec)
-    return kept, failures
+    return records, failures, duplicates
 
 
 def _resolve_image(rec: dict, base: Path) -> dict:
     img = rec.get("image")
-    if isinstance(img, str) and img and not img.startswith(("http://", "https://")) and not os.path.isabs(img):
+    if isinstance(img, str) and img and not is_url(img) and not os.path.isabs(img):
         rec = dict(rec, image=str((base / img).resolve()))
     return rec
 

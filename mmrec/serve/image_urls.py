@@ -26,7 +26,6 @@ which may carry signed tokens.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import ipaddress
 import logging
@@ -44,6 +43,8 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 from mmrec import __version__
 from mmrec.atomic import atomic_path
 from mmrec.errors import MMRecError
+from mmrec.hashing import text_hash
+from mmrec.urls import is_url
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 def is_image_url(value: object) -> bool:
     """True for a string starting with ``http://`` or ``https://`` (any case): a URL, not a local path."""
-    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
+    return is_url(value, KNOWN_SCHEMES)
 
 
 def display_url(url: str, limit: int = 200) -> str:
@@ -299,7 +300,7 @@ def fetch_image(url: str, dest_dir: str | Path, policy: ImageURLPolicy) -> Path:
         raise ImageFetchError(url, "disabled", DISABLED_REASON)
     started = time.monotonic()
     deadline = started + policy.timeout_s
-    target = Path(dest_dir) / f"url-{hashlib.sha256(url.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
+    target = Path(dest_dir) / f"url-{text_hash(url, errors='surrogatepass')[:32]}"
     current = url
     try:
         for _hop in range(policy.max_redirects + 1):

@@ -9,13 +9,13 @@ recompute vectors without re-running the encoders. It is written as a whole
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from mmrec.atomic import atomic_dir, write_json
 from mmrec.errors import DataError
@@ -26,6 +26,17 @@ FORMAT = "mmrec-serving-state"
 FORMAT_VERSION = 1
 STATE_FILE = "state.json"
 ARRAYS = ("vectors", "text", "has_text", "image", "has_image")
+
+
+class _StateFile(BaseModel):
+    """The schema of ``state.json``."""
+
+    format: Literal["mmrec-serving-state"]
+    format_version: Literal[1]
+    fingerprint: Dict[str, Optional[str]] = {}
+    records: List[Dict[str, Any]]
+    removed: List[str]
+    arrays: Dict[str, List[int]] = {}
 
 
 @dataclass
@@ -70,19 +81,21 @@ class ServingState:
         if not path.is_file():
             return None
         try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-            if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not a version-{FORMAT_VERSION} {FORMAT} file")
-            state = cls(records=list(meta["records"]), removed=list(meta["removed"]),
-                        fingerprint=dict(meta.get("fingerprint") or {}))
+            meta = _StateFile.model_validate_json(path.read_bytes())
+            state = cls(records=list(meta.records), removed=list(meta.removed), fingerprint=dict(meta.fingerprint))
             n = len(state.records)
-            for name, shape in dict(meta.get("arrays") or {}).items():
+            for name, shape in meta.arrays.items():
                 if name not in ARRAYS:
                     continue
                 arr = np.load(folder / f"{name}.npy", allow_pickle=False)
                 if list(arr.shape) != list(shape) or len(arr) != n:
                     raise ValueError(f"{name}.npy has shape {arr.shape}, expected {shape} with {n} rows")
                 setattr(state, name, arr)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise DataError(f"serving state at {folder} is damaged ({STATE_FILE}, field "
+                            f"{'.'.join(str(p) for p in err['loc'])!r}: {err['msg']}); move it away to start afresh"
+                            ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"serving state at {folder} is damaged ({exc}); move it away to start afresh") from None
         if state.records and state.vectors is None:

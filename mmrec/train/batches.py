@@ -13,7 +13,8 @@ from typing import Iterator, List, Sequence
 import numpy as np
 import torch
 
-PAD = -1
+from mmrec.model.history import right_align
+
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -39,15 +40,6 @@ def windows_for_epoch(sequences: Sequence[np.ndarray], max_len: int, seed: int, 
             out.append(seq[max(0, end - max_len):end])
             end -= max_len
     return out
-
-
-def right_align(windows: Sequence[np.ndarray], length: int) -> np.ndarray:
-    """Stack windows into [B, length] with left padding (PAD = -1)."""
-    arr = np.full((len(windows), length), PAD, dtype=np.int64)
-    for i, w in enumerate(windows):
-        w = w[-length:]
-        arr[i, length - len(w):] = w
-    return arr
 
 
 @dataclass
@@ -89,7 +81,8 @@ class EpochBatches:
         n_batches = len(order) // (per_proc * world)
         if n_batches == 0 and len(order):
             n_batches = 1
-        self.batches = [order[(b * world + rank) * per_proc:(b * world + rank + 1) * per_proc] for b in range(n_batches)]
+        self.batches = [order[(b * world + rank) * per_proc:(b * world + rank + 1) * per_proc]
+                        for b in range(n_batches)]
         self.batches = [b for b in self.batches if len(b)] or []
         self.windows = wins
         self.cfg = (max_len, causal, mask_prob, last_mask_share)

@@ -18,68 +18,24 @@ a signature -- someone able to rewrite the files can rewrite the sums too.)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from mmrec.atomic import atomic_dir, write_json
-from mmrec.data.download import sha256_file
-from mmrec.errors import MMRecError
+from mmrec.hashing import sha256_file
+from mmrec.artifact.weights import CheckpointError, load_weights, save_weights, tensors_sha256  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d{9})$")
 REQUIRED = ("model.safetensors", "state.json")
 CHECKSUMS = "checksums.json"
-TENSORS_SHA256 = "mmrec_tensors_sha256"
-
-
-class CheckpointError(MMRecError):
-    """A checkpoint is missing, incomplete, corrupt or belongs to another model."""
-
-
-def tensors_sha256(tensors: Dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and raw bytes of ``tensors`` (sorted by name)."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def save_weights(path: Path, state_dict: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    meta = dict(metadata or {})
-    meta[TENSORS_SHA256] = tensors_sha256(tensors)
-    save_file(tensors, str(path), metadata=meta)
-
-
-def load_weights(path: Path) -> Dict[str, torch.Tensor]:
-    """Read a weights file written by :func:`save_weights`, verifying its recorded tensor checksum."""
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            recorded = (fh.metadata() or {}).get(TENSORS_SHA256)
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read weights {path}: {exc} (truncated or not a safetensors file?)") from exc
-    if recorded is None:
-        raise CheckpointError(f"weights {path} carry no mmrec checksum ({TENSORS_SHA256}): not written by mmrec, "
-                              f"or its header was edited")
-    if tensors_sha256(tensors) != recorded:
-        raise CheckpointError(f"weights {path} do not match their recorded SHA-256: the file was corrupted or "
-                              f"modified after it was written")
-    return tensors
 
 
 def save_checkpoint(folder: Path, model_state: Dict[str, torch.Tensor], optimizer_state: Dict[str, Any],

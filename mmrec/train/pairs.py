@@ -72,7 +72,10 @@ def build_pair_pool(cfg: Config, data: PreparedData, feats: ItemFeatures) -> Opt
         keep = np.array([i not in cold for i in feats.item_ids], dtype=bool)
         t, i = _both(feats, keep)
         if len(t):
-            texts.append(t); images.append(i); sources.append(np.full(len(t), len(names))); weights.append(1.0)
+            texts.append(t)
+            images.append(i)
+            sources.append(np.full(len(t), len(names)))
+            weights.append(1.0)
             names.append(cfg.data.name)
     for src in cfg.train.pair_sources:
         from mmrec.data.loaders import load_dataset
@@ -86,7 +89,10 @@ def build_pair_pool(cfg: Config, data: PreparedData, feats: ItemFeatures) -> Opt
         if not len(t):
             log.warning("pair source %s has no items with both text and image; skipped", src.dataset)
             continue
-        texts.append(t); images.append(i); sources.append(np.full(len(t), len(names))); weights.append(src.weight)
+        texts.append(t)
+        images.append(i)
+        sources.append(np.full(len(t), len(names)))
+        weights.append(src.weight)
         names.append(src.dataset)
     if not texts:
         log.info("contrastive objective: no item has both a text and an image; objective off")

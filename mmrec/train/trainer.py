@@ -2,11 +2,15 @@
 and N GPUs, with accumulation, clipping, warmup + cosine/linear schedule, mixed
 precision, periodic validation with early stopping, and exact resume.
 
-Run layout (``output_dir``)::
+Run layout (``output_dir``): a self-contained model artefact (:mod:`mmrec.artifact`) plus training state::
 
-    config.yaml  run.json  items.json  features/  metrics.jsonl  summary.json
-    best/model.safetensors           the best-validation weights (what later stages load)
+    artifact.json  config.yaml  items.parquet  users.parquet  split/   the artefact (written at the start)
+    run.json  metrics.jsonl  summary.json  logs/                      training records (logs/: trackers)
+    best/model.safetensors           the best-validation weights (what serving and later stages load)
     checkpoints/step-000000123/      model + optimizer + scheduler + counters (last K kept)
+
+Validation and test scores come from the ``make_evaluator`` the caller passes
+(:func:`mmrec.pipeline.make_trainer`): training never imports evaluation.
 """
 from __future__ import annotations
 
@@ -16,30 +20,40 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mmrec import __version__
-from mmrec.atomic import atomic_path, write_json, write_text
-from mmrec.config import Config, to_yaml
+from mmrec.align.init_tower import apply_init_projections
+from mmrec.artifact import ItemSpace, build_model, item_space, write_run_files
+from mmrec.artifact.weights import save_weights
+from mmrec.atomic import atomic_path, write_json
+from mmrec.encoders.features import model_features
+from mmrec.hashing import tensors_sha256
+from mmrec.config import Config
 from mmrec.errors import MMRecError
-from mmrec.eval.protocols import build_examples, evaluate_scores, model_scorer
 from mmrec.paths import runs_dir
 from mmrec.train import checkpoint as ckpt
+from mmrec.train import trackers
 from mmrec.train.batches import EpochBatches
 from mmrec.train.pairs import PairPool, build_pair_pool
 from mmrec.data.prepare import prepare
-from mmrec.train.setup import ItemSpace, build_model, item_space, load_features, train_sequences
+from mmrec.train.setup import train_sequences
 
 log = logging.getLogger(__name__)
 
 
 def default_output_dir(cfg: Config) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return runs_dir() / f"{cfg.data.name}-{cfg.train.stage}-{stamp}"
+    return runs_dir() / f"{cfg.data.name}-{stage_of(cfg)}-{stamp}"
+
+
+def stage_of(cfg: Config) -> str:
+    """``finetune`` when the run starts from another run's weights (``train.init_from``), else ``pretrain``."""
+    return "finetune" if cfg.train.init_from else "pretrain"
 
 
 def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -67,13 +81,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, 
 
 
 def param_hash(model: torch.nn.Module) -> str:
-    """SHA-256 of all parameters (lets multi-process runs show that every replica ended identical)."""
-    import hashlib
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """Short hash of all parameters (lets multi-process runs show that every replica ended identical)."""
+    return tensors_sha256(model.named_parameters())[:16]
 
 
 def _mixed_precision(setting: str) -> str:
@@ -84,26 +93,44 @@ def _mixed_precision(setting: str) -> str:
     return "no"
 
 
-class Trainer:
-    """Builds everything from a :class:`Config` and runs pretraining or fine-tuning."""
+Metrics = Dict[str, float]
+#: ``evaluate(model, role, protocol, rank=, world=, gather=) -> metrics`` (``None``: no such events)
+Evaluate = Callable[..., Optional[Metrics]]
+#: builds an :data:`Evaluate` for a split and its item rows; supplied by the caller (mmrec.pipeline)
+MakeEvaluator = Callable[[Any, Dict[str, int], Config], Evaluate]
 
-    def __init__(self, cfg: Config, output_dir: Optional[str] = None, resume: Optional[str] = None) -> None:
+
+class Trainer:
+    """Builds everything from a :class:`Config` and runs pretraining or fine-tuning.
+
+    ``make_evaluator(split, item_row, cfg)`` returns the function that scores
+    validation and test events; training does not import evaluation, so the
+    caller wires the two (:func:`mmrec.pipeline.make_trainer` does).
+    """
+
+    def __init__(self, cfg: Config, output_dir: Optional[str] = None, resume: Optional[str] = None, *,
+                 make_evaluator: MakeEvaluator) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
         self.cfg = cfg
+        self.make_evaluator = make_evaluator
         tc = cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
-        self.acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(tc.mixed_precision),
-                               gradient_accumulation_steps=tc.grad_accum, log_with=tc.log_with,
-                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        log_with = trackers.check_log_with(tc.log_with)  # a bad name is a ConfigError, not accelerate's ValueError
         out = output_dir or tc.output_dir
         if out is None and resume not in (None, "latest"):
             out = str(ckpt.resolve_resume(resume, Path(resume)).parents[1])
         if out is None:
             out = str(default_output_dir(cfg))
+        out = str(Path(out).expanduser().resolve())
+        self.acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(tc.mixed_precision),
+                               gradient_accumulation_steps=tc.grad_accum, log_with=log_with,
+                               project_config=trackers.project_config(out),  # tracker files in <run>/logs
+                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         # every process must agree on the folder: the main one decides
-        self.out = Path(self._broadcast_str(str(Path(out).expanduser().resolve())))
+        self.out = Path(self._broadcast_str(out))
+        trackers.point_at(self.acc, self.out)
         self.resume = resume
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
 
@@ -136,7 +163,7 @@ class Trainer:
         cfg = self.cfg
         with self.acc.main_process_first():
             self.data = prepare(cfg)
-            self.features = load_features(cfg, self.data)
+            self.features = model_features(self.data.catalog, cfg.encoders, cfg.model.use_text, cfg.model.use_image)
             self.pairs: Optional[PairPool] = build_pair_pool(cfg, self.data, self.features)
         self.space: ItemSpace = item_space(self.data)
         self.sequences = train_sequences(self.data, self.space)
@@ -144,9 +171,11 @@ class Trainer:
             raise MMRecError("no training sequences (every user has fewer than 2 training items)")
         torch.manual_seed(cfg.seed)  # same initial weights in every process and every run of this config
         model = build_model(cfg, self.space, self.features)
+        if not self.resume:  # a resumed run gets its weights from the checkpoint
+            apply_init_projections(model, cfg.model, self.features)
         if cfg.train.init_from:
             self._init_from(model, Path(cfg.train.init_from))
-        self.valid = build_examples(self.data.split, self.space.row, "valid", "warm", cfg.model.max_len)
+        self.evaluate = self.make_evaluator(self.data.split, self.space.row, cfg)
         self.batches_per_epoch = len(EpochBatches(self.sequences, cfg.model.max_len, cfg.model.causal,
                                                   cfg.loss.mask_prob, cfg.loss.last_mask_share,
                                                   cfg.train.batch_size, cfg.seed, 0, self.rank, self.world))
@@ -168,7 +197,7 @@ class Trainer:
         if self.resume:
             self._load_resume()
         if cfg.train.log_with:
-            self.acc.init_trackers("mmrec", config=dataclasses.asdict(cfg))
+            self.acc.init_trackers("mmrec", config=trackers.flat_config(dataclasses.asdict(cfg)))
 
     def _init_from(self, model: torch.nn.Module, path: Path) -> None:
         """Fine-tuning: start from a pretrained run's best weights (ID table and shapes that differ are skipped)."""
@@ -181,13 +210,10 @@ class Trainer:
         log.info("initialised from %s (%d tensors; skipped %s)", weights_path, len(usable), skipped or "none")
 
     def _write_run_files(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "config.yaml", to_yaml(self.cfg))
-        write_json(self.out / "items.json", self.space.to_json())
-        self.features.save(self.out / "features")
+        write_run_files(self.out, self.cfg, self.data, self.space, self.features)
         unwrapped = self.acc.unwrap_model(self.model)
         write_json(self.out / "run.json", {
-            "mmrec_version": __version__, "dataset": self.cfg.data.name, "stage": self.cfg.train.stage,
+            "mmrec_version": __version__, "dataset": self.cfg.data.name, "stage": stage_of(self.cfg),
             "prepared_fingerprint": self.data.manifest["fingerprint"],
             "text_fingerprint": self.features.text_fingerprint, "image_fingerprint": self.features.image_fingerprint,
             "text_dim": unwrapped.text_dim, "image_dim": unwrapped.image_dim, "n_items": len(self.space.item_ids),
@@ -211,7 +237,8 @@ class Trainer:
         self.opt.load_state_dict(opt_state)
         self.scheduler.load_state_dict(sched_state)
         self.state.update(state)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, state["step"], state["epoch"], state["batch"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, state["step"], state["epoch"],
+                 state["batch"])
 
     # -- loop ------------------------------------------------------------------------------------
     def _pair_loss_inputs(self, step: int):
@@ -288,9 +315,10 @@ class Trainer:
         cfg, st = self.cfg, self.state
         unwrapped = self.acc.unwrap_model(self.model)
         t_eval = time.perf_counter()
-        with torch.no_grad():
-            metrics = evaluate_scores(model_scorer(unwrapped), self.valid, cfg.eval.exclude_history, cfg.eval.ks,
-                                      cfg.eval.batch_size, self.rank, self.world, self._gather_ranks)
+        metrics = self.evaluate(unwrapped, "valid", "warm", rank=self.rank, world=self.world,
+                                gather=self._gather_ranks)
+        if metrics is None:
+            raise MMRecError("no warm validation events to select the best model on")
         self.model.train()
         self.eval_seconds += time.perf_counter() - t_eval
         key = "ndcg@10" if "ndcg@10" in metrics else f"ndcg@{cfg.eval.ks[0]}"
@@ -302,7 +330,7 @@ class Trainer:
                 best = self.out / "best"
                 best.mkdir(parents=True, exist_ok=True)
                 with atomic_path(best / "model.safetensors") as tmp:
-                    ckpt.save_weights(tmp, unwrapped.state_dict(), {"step": str(st["step"])})
+                    save_weights(tmp, unwrapped.state_dict(), {"step": str(st["step"])})
                 write_json(best / "meta.json", {"step": st["step"], "valid": metrics})
         else:
             st["bad_evals"] += 1
@@ -327,20 +355,17 @@ class Trainer:
         if best.is_file():
             unwrapped.load_state_dict(ckpt.load_weights(best), strict=False)
         results: Dict[str, Any] = {}
-        with torch.no_grad():
-            scorer = model_scorer(unwrapped)
-            for protocol in cfg.eval.protocols:
-                ex = build_examples(self.data.split, self.space.row, "test", protocol, cfg.model.max_len)
-                if len(ex) == 0:
-                    continue
-                results[protocol] = evaluate_scores(scorer, ex, cfg.eval.exclude_history, cfg.eval.ks,
-                                                    cfg.eval.batch_size, self.rank, self.world, self._gather_ranks)
+        for protocol in cfg.eval.protocols:
+            metrics = self.evaluate(unwrapped, "test", protocol, rank=self.rank, world=self.world,
+                                    gather=self._gather_ranks)
+            if metrics is not None:
+                results[protocol] = metrics
         from accelerate.utils import gather_object
         hashes = gather_object([param_hash(self.acc.unwrap_model(self.model))]) if self.world > 1 else \
             [param_hash(unwrapped)]
         summary = {
             "param_hash_per_process": hashes,
-            "output_dir": str(self.out), "dataset": cfg.data.name, "stage": cfg.train.stage,
+            "output_dir": str(self.out), "dataset": cfg.data.name, "stage": stage_of(cfg),
             "steps": self.state["step"], "epochs_started": self.state["epoch"] + 1,
             "best_step": self.state["best_step"], "best_valid_ndcg@10": self.state["best_metric"],
             "stopped_early": self.state["stopped_early"], "train_seconds": round(train_s, 2),

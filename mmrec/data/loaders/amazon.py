@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mmrec.config import DataConfig
-from mmrec.data.loaders.base import register, require_file
+from mmrec.data.loaders.registry import register, require_file
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
 
@@ -77,7 +77,8 @@ def rebuild_sequences(train, valid, test) -> Dict[str, List[str]]:
 
 
 @register("amazon-scientific", folders=(_FOLDER,),
-          description="Amazon 2018 Industrial & Scientific, UniSRec split (text only, published numbers)")
+          description="Amazon 2018 Industrial & Scientific, UniSRec split (text only, published numbers)",
+          terms="Amazon Reviews 2018 (Ni, Li & McAuley, UCSD): research use")
 def load_scientific(root: Path, cfg: DataConfig, work: Path) -> RecData:
     files = {k: require_file(root, f"{_FOLDER}/Scientific.{k}.gz", "amazon-scientific")
              for k in ("text", "item2index", "user2index", "train.inter", "valid.inter", "test.inter")}

@@ -1,4 +1,4 @@
-"""Loader registry: dataset name -> function that reads the raw files into a :class:`RecData`.
+"""Loading a dataset by name: the registered loader reads the raw files into a :class:`RecData`.
 
 A loader takes the raw-data root (``MMREC_DATA_HOME`` or an explicit path),
 the data config, and a work folder under ``MMREC_HOME`` where it may extract
@@ -9,45 +9,15 @@ data root.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import List
 
 from mmrec.config import DataConfig
 from mmrec.data.schema import RecData
-from mmrec.errors import DataError, DatasetNotFoundError
-from mmrec.paths import DATA_HOME_ENV, data_home, prepared_dir
+from mmrec.data.loaders.registry import _REGISTRY, LoaderSpec, register  # noqa: F401  (public API)
+from mmrec.errors import DataError
+from mmrec.paths import data_home, prepared_dir
 
 log = logging.getLogger(__name__)
-
-LoaderFn = Callable[[Path, DataConfig, Path], RecData]
-
-
-@dataclass
-class LoaderSpec:
-    """A registered dataset: its loader and the folders/files it needs under the data root."""
-
-    name: str
-    fn: LoaderFn
-    folders: Tuple[str, ...] = ()
-    description: str = ""
-    download: Dict[str, Tuple[str, Optional[str]]] = field(default_factory=dict)
-
-
-_REGISTRY: Dict[str, LoaderSpec] = {}
-
-
-def register(name: str, folders: Tuple[str, ...] = (), description: str = "",
-             download: Optional[Dict[str, Tuple[str, Optional[str]]]] = None) -> Callable[[LoaderFn], LoaderFn]:
-    """Decorator registering a loader under ``name``.
-
-    ``download`` maps a relative file path to ``(url, sha256 or None)`` for
-    users who are online (see :mod:`mmrec.data.download`).
-    """
-    def deco(fn: LoaderFn) -> LoaderFn:
-        _REGISTRY[name] = LoaderSpec(name, fn, tuple(folders), description, dict(download or {}))
-        return fn
-    return deco
 
 
 def available() -> List[str]:
@@ -62,20 +32,6 @@ def spec(name: str) -> LoaderSpec:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(_REGISTRY))} "
                         f"(or set data.name to anything and give data.catalog / data.interactions files)")
     return _REGISTRY[name]
-
-
-def require_file(root: Path, rel: str, dataset: str) -> Path:
-    """Path of a raw file, or a :class:`DatasetNotFoundError` saying where to put it."""
-    p = root / rel
-    if not p.exists():
-        sp = _REGISTRY.get(dataset)
-        hint = ""
-        if sp and rel in sp.download:
-            hint = f" Online users can fetch it with `mmrec data download {dataset}`."
-        raise DatasetNotFoundError(
-            f"dataset {dataset!r}: missing {p}. Put the raw files under the data root "
-            f"(an explicit data.path, else ${DATA_HOME_ENV}, currently resolved to {root}).{hint}")
-    return p
 
 
 def load_dataset(cfg: DataConfig) -> RecData:

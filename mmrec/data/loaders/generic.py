@@ -31,6 +31,7 @@ from mmrec.data.loaders.sequences import read_sequence_file
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
 from mmrec.paths import mmrec_home
+from mmrec.urls import is_url
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _catalog(spec: FileSpec, root: Path) -> Catalog:
             if not isinstance(v, str) or not v.strip():
                 return None
             v = v.strip()
-            if v.startswith(("http://", "https://")):
+            if is_url(v):
                 return v
             p = Path(v).expanduser()
             return str(p if p.is_absolute() else (base / p).resolve())

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mmrec.config import DataConfig
 from mmrec.data.images import extract_tar_once, is_readable_image
-from mmrec.data.loaders.base import register, require_file
+from mmrec.data.loaders.registry import register, require_file
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
 
@@ -123,7 +123,8 @@ def load_article_text(path: Path) -> pd.DataFrame:
 
 
 @register(NAME, folders=(FOLDER,),
-          description="H&M fashion sample: 1,364 customers, 17,033 articles with images, text for 4,116")
+          description="H&M fashion sample: 1,364 customers, 17,033 articles with images, text for 4,116",
+          terms="Kaggle H&M competition data: competition and non-commercial research use only; images belong to H&M")
 def load_hm_fashion(root: Path, cfg: DataConfig, work: Path) -> RecData:
     """Interactions from the purchases; a catalog of every purchased article with its image and any text."""
     tx_path = require_file(root, TRANSACTIONS, NAME)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from mmrec.config import DataConfig
 from mmrec.data.images import extract_tar_once
-from mmrec.data.loaders.base import register, require_file
+from mmrec.data.loaders.registry import register, require_file
 from mmrec.data.loaders.text_utils import clean_field, display_title, normalise_title, split_title_year
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
@@ -35,7 +35,10 @@ ML100K_SHA256 = None  # GroupLens publishes no SHA-256 for this file; pass one v
 
 
 def _read_extrainfos(path: Path) -> pd.DataFrame:
-    """The MeLU/OMDb ML-1M item file: id::title::year::mpaa::released::genres::director::writers::actors::plot::poster."""
+    """The MeLU/OMDb ML-1M item file.
+
+    Fields: id::title::year::mpaa::released::genres::director::writers::actors::plot::poster.
+    """
     rows = []
     with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -61,7 +64,9 @@ def _plot_fallback_index(extrainfos: pd.DataFrame) -> Dict[Tuple[str, int], str]
 
 @register("ml-100k", folders=("ml-100k", "ml-100k-posters-tmdb", "ml-1m-meta"),
           description="MovieLens 100K with TMDB posters and plots (multimodal default)",
-          download={"ml-100k/ml-100k.zip": (ML100K_URL, ML100K_SHA256)})
+          download={"ml-100k/ml-100k.zip": (ML100K_URL, ML100K_SHA256)},
+          terms="MovieLens (GroupLens): research use only, no redistribution without permission, no commercial use; "
+                "posters and plots from TMDB (non-commercial use with attribution)")
 def load_ml100k(root: Path, cfg: DataConfig, work: Path) -> RecData:
     zpath = require_file(root, "ml-100k/ml-100k.zip", "ml-100k")
     try:
@@ -79,7 +84,8 @@ def load_ml100k(root: Path, cfg: DataConfig, work: Path) -> RecData:
     for lineno, line in enumerate(u_item.splitlines(), 1):
         parts = line.split("|")
         if len(parts) != 5 + len(genres):
-            raise DataError(f"{zpath}:ml-100k/u.item line {lineno}: expected {5 + len(genres)} fields, got {len(parts)}")
+            raise DataError(f"{zpath}:ml-100k/u.item line {lineno}: "
+                            f"expected {5 + len(genres)} fields, got {len(parts)}")
         name, year = split_title_year(parts[1])
         flags = parts[5:]
         items.append({"item_id": parts[0], "raw_title": parts[1], "title": display_title(name), "year": year,
@@ -133,7 +139,9 @@ def load_ml100k(root: Path, cfg: DataConfig, work: Path) -> RecData:
 
 
 @register("ml-1m", folders=("ml-1m-seq", "ml-1m-meta"),
-          description="MovieLens 1M chronological sequences + title/genres/plot/director/cast (text only)")
+          description="MovieLens 1M chronological sequences + title/genres/plot/director/cast (text only)",
+          terms="MovieLens (GroupLens): research use only, no redistribution without permission, no commercial use; "
+                "plots and cast from OMDb/IMDb under their own terms")
 def load_ml1m(root: Path, cfg: DataConfig, work: Path) -> RecData:
     seq_path = require_file(root, "ml-1m-seq/sequences.txt.gz", "ml-1m")
     movies_path = require_file(root, "ml-1m-meta/movies.dat", "ml-1m")

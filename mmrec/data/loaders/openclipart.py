@@ -24,7 +24,6 @@ under the work folder, keyed by a fingerprint of the source tree.
 """
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import logging
@@ -45,9 +44,10 @@ from tqdm.auto import tqdm
 from mmrec.atomic import write_json
 from mmrec.config import DataConfig
 from mmrec.data.images import MAX_IMAGE_PIXELS, is_readable_image
-from mmrec.data.loaders.base import register
+from mmrec.data.loaders.registry import register
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DatasetNotFoundError
+from mmrec.hashing import json_hash
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ def fingerprint(src: Path) -> str:
                 count += 1
                 size += st.st_size
                 newest = max(newest, st.st_mtime)
-    key = json.dumps([str(src.resolve()), count, size, int(newest), PARSER_VERSION])
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    # json_hash of a list is the SHA-256 of its plain json.dumps: the same fingerprint as earlier builds
+    return json_hash([str(src.resolve()), count, size, int(newest), PARSER_VERSION])[:16]
 
 
 def _too_large(path: Path) -> bool:
@@ -335,7 +335,8 @@ def empty_interactions() -> Interactions:
 
 @register(NAME, folders=(FOLDER,),
           description="Open Clip Art (Debian openclipart-png/-svg): 6,900 drawings with title, keywords, "
-                      "category path; no interactions")
+                      "category path; no interactions",
+          terms="Open Clip Art Library: public domain (CC0)", redistributable=True)
 def load_openclipart(root: Path, cfg: DataConfig, work: Path) -> RecData:
     """Catalog of the clip art (cached after the first parse) and an empty interactions table."""
     src = find_source(root)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mmrec.config import DataConfig
-from mmrec.data.loaders.base import register, require_file
+from mmrec.data.loaders.registry import register, require_file
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
 
@@ -95,5 +95,6 @@ def _s3rec_loader(name: str, stem: str):
 
 for _name, _stem in (("beauty", "Beauty"), ("sports", "Sports_and_Outdoors"), ("toys", "Toys_and_Games"),
                      ("lastfm", "LastFM")):
-    register(_name, folders=("amazon-s3rec",), description=f"S3-Rec {_stem} (ID-only sequences)")(
+    register(_name, folders=("amazon-s3rec",), description=f"S3-Rec {_stem} (ID-only sequences)",
+             terms="Amazon / Last.fm data via the S3-Rec repository: research use")(
         _s3rec_loader(_name, _stem))

@@ -18,31 +18,35 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, stage: str) -> dict:
-    from mmrec.train.trainer import Trainer
-    overrides = [f"train.stage={stage}"] + list(args.overrides)
+    from mmrec.pipeline import make_trainer
+    overrides = list(args.overrides)
     if args.init_from:
         overrides.append(f"train.init_from={args.init_from}")
     cfg = load_config(args.config, overrides)
     if stage == "finetune" and not cfg.train.init_from:
         from mmrec.errors import ConfigError
         raise ConfigError("finetune needs a pretrained run: --init-from RUN_DIR (or train.init_from=...)")
-    trainer = Trainer(cfg, args.output_dir, args.resume)
+    trainer = make_trainer(cfg, args.output_dir, args.resume)
     return trainer.train()
 
 
 def script_main(stage: str, argv: Optional[List[str]] = None) -> int:
     """Entry of the standalone scripts (work under ``accelerate launch`` and plain ``python``)."""
-    from mmrec.cli import setup_logging
+    import os
+
+    from mmrec.commands.console import emit_error, error_kind, setup_logging
     from mmrec.errors import MMRecError
     p = argparse.ArgumentParser(prog=f"{stage}.py", description=f"mmrec {stage} (Accelerate-aware)")
     add_train_args(p)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr, no progress bars")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: everything)")
     args = p.parse_args(argv)
-    setup_logging(0, args.quiet)
+    setup_logging(args.verbose, args.quiet)
     try:
         summary = run(args, stage)
     except MMRecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # one line per machine, not one per process
+            emit_error(str(exc), error_kind(exc), type(exc).__name__)
         return 2
     from accelerate import PartialState
     if PartialState().is_main_process:

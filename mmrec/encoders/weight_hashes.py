@@ -1,10 +1,10 @@
-"""Content and weight hashes: the two halves of an embedding-cache key.
+"""Hashes of encoder weight files (half of an embedding-cache key; the content half is
+:func:`mmrec.hashing.text_hash` / :func:`~mmrec.hashing.file_hash`).
 
-* content hash: sha256 of an item's text (UTF-8) or of its image file's bytes;
-* weights hash: sha256 over a model's weight files. Hashing ~100 MB takes a
-  fraction of a second but happens on every encoder load, so the result is
-  remembered in ``<MMREC_HOME>/cache/weights-hashes.json`` keyed by
-  (path, size, mtime) -- a changed file gets a new entry.
+The weights hash is sha256 over a model's weight files. Hashing ~100 MB takes a
+fraction of a second but happens on every encoder load, so the result is
+remembered in ``<MMREC_HOME>/cache/weights-hashes.json`` keyed by
+(path, size, mtime) -- a changed file gets a new entry.
 """
 from __future__ import annotations
 
@@ -13,37 +13,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 from mmrec.atomic import write_json
+from mmrec.hashing import file_hash
 from mmrec.paths import mmrec_home
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".npz")
-_CHUNK = 1 << 20
-
-
-def text_hash(text: str) -> str:
-    """sha256 hex of a text (the cache key of a text embedding)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_hash(path: str | os.PathLike[str]) -> Optional[str]:
-    """sha256 hex of a file's bytes, or ``None`` when it cannot be read (missing, a folder, no permission)."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(_CHUNK), b""):
-                h.update(block)
-    except (OSError, TypeError, ValueError):
-        return None
-    return h.hexdigest()
-
-
-def json_hash(obj: Any) -> str:
-    """sha256 hex of an object's canonical JSON (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def _hash_cache_path() -> Path:
@@ -96,19 +74,4 @@ def folder_weights_hash(folder: str | os.PathLike[str]) -> Optional[str]:
     for f in files:
         h.update(f.relative_to(root).as_posix().encode("utf-8"))
         h.update(cached_file_hash(f).encode("ascii"))
-    return h.hexdigest()
-
-
-def state_dict_hash(tensors: Iterable[Any]) -> str:
-    """Hash of a module's current weights (``module.state_dict().items()``), for models without files."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in tensors:
-        h.update(name.encode("utf-8"))
-        if isinstance(t, torch.Tensor):
-            t = t.detach().to("cpu").contiguous()
-            h.update(str(t.dtype).encode("ascii"))
-            h.update(str(tuple(t.shape)).encode("ascii"))
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from mmrec.errors import ConfigError
+from mmrec.errors import require
 
 METRICS = ("ip", "l2")
 
@@ -53,32 +53,28 @@ class IndexConfig:
     max_memory_gb: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.factory, str) or not self.factory.strip():
-            raise ConfigError("index.factory must be a non-empty FAISS factory string, e.g. 'Flat' or 'HNSW32'")
-        if "IDMap" in self.factory:
-            raise ConfigError(
-                f"index.factory {self.factory!r} must not contain IDMap: mmrec maps item ids itself"
-            )
-        if self.metric not in METRICS:
-            raise ConfigError(f"index.metric must be one of {METRICS}, got {self.metric!r}")
+        factory_ok = isinstance(self.factory, str) and bool(self.factory.strip())
+        require(factory_ok, "index.factory must be a non-empty FAISS factory string, e.g. 'Flat' or 'HNSW32'")
+        require(not factory_ok or "IDMap" not in self.factory,
+                f"index.factory {self.factory!r} must not contain IDMap: mmrec maps item ids itself")
+        require(self.metric in METRICS, f"index.metric must be one of {METRICS}, got {self.metric!r}")
         for name in ("nprobe", "ef_search", "train_sample", "refine_k_factor"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"index.{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise ConfigError(f"index.threads must be an integer >= 0 (0 = FAISS default), got {self.threads!r}")
+            require(not isinstance(value, bool) and isinstance(value, int) and value >= 1,
+                    f"index.{name} must be an integer >= 1, got {value!r}")
+        require(not isinstance(self.threads, bool) and isinstance(self.threads, int) and self.threads >= 0,
+                f"index.threads must be an integer >= 0 (0 = FAISS default), got {self.threads!r}")
         frac = self.rebuild_tombstone_fraction
-        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= float(frac) <= 1.0:
-            raise ConfigError(f"index.rebuild_tombstone_fraction must be in [0, 1], got {frac!r}")
-        self.rebuild_tombstone_fraction = float(frac)
-        if not isinstance(self.on_disk, bool):
-            raise ConfigError(f"index.on_disk must be true or false, got {self.on_disk!r}")
+        frac_ok = not isinstance(frac, bool) and isinstance(frac, (int, float)) and 0.0 <= float(frac) <= 1.0
+        require(frac_ok, f"index.rebuild_tombstone_fraction must be in [0, 1], got {frac!r}")
+        if frac_ok:
+            self.rebuild_tombstone_fraction = float(frac)
+        require(isinstance(self.on_disk, bool), f"index.on_disk must be true or false, got {self.on_disk!r}")
         budget = self.max_memory_gb
         if budget is not None:
-            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not float(budget) > 0:
-                raise ConfigError(f"index.max_memory_gb must be a number > 0 (GiB) or null, got {budget!r}")
-            self.max_memory_gb = float(budget)
-        if self.on_disk and not re.search(r"\bIVF", self.factory):
-            raise ConfigError(
-                f"index.on_disk needs an IVF factory (e.g. 'IVF1024,PQ32'), got {self.factory!r}"
-            )
+            budget_ok = not isinstance(budget, bool) and isinstance(budget, (int, float)) and float(budget) > 0
+            require(budget_ok, f"index.max_memory_gb must be a number > 0 (GiB) or null, got {budget!r}")
+            if budget_ok:
+                self.max_memory_gb = float(budget)
+        require(not (self.on_disk and factory_ok) or bool(re.search(r"\bIVF", self.factory)),
+                f"index.on_disk needs an IVF factory (e.g. 'IVF1024,PQ32'), got {self.factory!r}")

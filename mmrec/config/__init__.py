@@ -9,6 +9,7 @@ is saved next to every artefact a run writes.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mmrec.encoders.config import EncodersConfig
-from mmrec.errors import ConfigError, require
-from mmrec.index.config import IndexConfig
-from mmrec.model.config import LossConfig, ModelConfig
-from mmrec.train.config import TrainConfig
+from mmrec.config.encoders import EncodersConfig
+from mmrec.errors import ConfigError, collect_config_problems, require
+from mmrec.config.index import IndexConfig
+from mmrec.config.model import LossConfig, ModelConfig
+from mmrec.config.train import PairSource, TrainConfig  # noqa: F401  (PairSource: part of the config API)
 
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl", "json", "sequences")
 
@@ -119,11 +120,72 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
 
 
-def _schema_error(exc: OmegaConfBaseException, source: str) -> ConfigError:
+def _schema_problem(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
     msg = str(exc).splitlines()[0]
-    where = f" (key {key!r})" if key else ""
-    return ConfigError(f"invalid config in {source}{where}: {msg}")
+    return f"key {key!r}: {msg}" if key else msg
+
+
+def _add(found: List[str], problem: str) -> None:
+    if problem not in found:
+        found.append(problem)
+
+
+def _leaves(value: Any, path: tuple = ()) -> List[tuple]:
+    """``(key path, value)`` for every leaf of a plain YAML mapping (lists and empty mappings are leaves)."""
+    if isinstance(value, dict) and value:
+        return [leaf for key, child in value.items() for leaf in _leaves(child, path + (key,))]
+    return [(path, value)]
+
+
+def _nest(path: tuple, value: Any) -> Any:
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def _merge_each(base: Any, loaded: Any, overrides: Sequence[str], found: List[str]) -> Any:
+    """Merge file leaves and overrides one by one, recording every one the schema refuses (type, unknown key)."""
+    merged = base
+    layers = [OmegaConf.create(_nest(path, value)) for path, value in
+              _leaves(OmegaConf.to_container(loaded, resolve=False))] if loaded is not None else []
+    for layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as exc:
+            _add(found, _schema_problem(exc))
+    for override in overrides:
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+        except OmegaConfBaseException as exc:
+            _add(found, _schema_problem(exc))
+    return merged
+
+
+def _convert(node: Any, found: List[str]) -> Any:
+    """``node`` as its dataclass, recording failed checks in ``found``; None if a check raised.
+
+    A check that raises instead of calling :func:`~mmrec.errors.require` (or
+    code that trips over a value a failed check let through) stops the
+    conversion: then every nested section is converted on its own, so the
+    other sections' problems are still found.
+    """
+    try:
+        return OmegaConf.to_object(node)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _add(found, problem)
+    except OmegaConfBaseException as exc:
+        _add(found, _schema_problem(exc))
+    except Exception:
+        if not found:  # not a consequence of a reported problem: a bug, let it through
+            raise
+    for key in node.keys():
+        child = node._get_node(key)
+        if OmegaConf.is_dict(child) and not child._is_none() and \
+                dataclasses.is_dataclass(OmegaConf.get_type(child)):
+            _convert(child, found)
+    return None
 
 
 def load_config(path: str | os.PathLike[str] | None = None,
@@ -131,10 +193,13 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 schema: type = Config) -> Any:
     """Build a config: the dataclass defaults, then the YAML file, then overrides.
 
-    Raises :class:`ConfigError` naming the file and key on any problem.
+    Raises one :class:`ConfigError` naming the file and listing every invalid
+    key and value (its ``problems``): a key the schema refuses (unknown, wrong
+    type) and a value a range check refuses are reported together.
     """
     base = OmegaConf.structured(schema)
     layers = [base]
+    loaded = None
     source = "defaults"
     if path is not None:
         p = Path(path)
@@ -151,15 +216,33 @@ def load_config(path: str | os.PathLike[str] | None = None,
     bad = [o for o in overrides if "=" not in o or o.startswith("=")]
     if bad:
         raise ConfigError(f"overrides must look like key.sub=value, got {bad}")
+    if overrides:
+        source = f"{source} + overrides {list(overrides)}"
+    found: List[str] = []
     try:
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
-        return OmegaConf.to_object(merged)
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as exc:
-        raise _schema_error(exc, source if not overrides else f"{source} + overrides {list(overrides)}") from exc
+    except OmegaConfBaseException:  # find every refused key, then check the values of the rest
+        merged = _merge_each(base, loaded, overrides, found)
+    with collect_config_problems(found):  # a failed range check is recorded, not raised: every one is found
+        cfg = _convert(merged, found)
+    if found:
+        listed = "; ".join(found)
+        raise ConfigError(f"invalid config in {source}: " + (listed if len(found) == 1 else
+                                                              f"{len(found)} problems: {listed}"), found)
+    return cfg
+
+
+def config_from_target(target: str | None, overrides: Sequence[str], config: str | None = None) -> Config:
+    """Resolve a ``<dataset|config.yaml>`` argument into a config.
+
+    A path ending in .yaml/.yml is a config file; anything else is a dataset name.
+    """
+    if target and target.endswith((".yaml", ".yml")):
+        return load_config(target, overrides)
+    extra = [f"data.name={target}"] if target else []
+    return load_config(config, extra + list(overrides))
 
 
 def to_yaml(cfg: Any) -> str:

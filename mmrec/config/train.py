@@ -1,6 +1,7 @@
 """Training-loop settings (the ``train:`` config section)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -28,7 +29,7 @@ class TrainConfig:
     nominal length the schedule is planned for.
     """
 
-    stage: str = "pretrain"
+    stage: Optional[str] = None  # deprecated: the command (pretrain / finetune) or train.init_from decides
     epochs: int = 40
     max_steps: int = 0
     batch_size: int = 128
@@ -53,19 +54,27 @@ class TrainConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
-        require(self.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {self.stage!r}")
-        require(self.epochs > 0 or self.max_steps > 0, "train.epochs or train.max_steps must be > 0")
+        if self.stage is not None:
+            require(self.stage in ("pretrain", "finetune"),
+                    f"train.stage must be pretrain or finetune, got {self.stage!r}")
+            logging.getLogger("mmrec.config").warning(
+                "train.stage is deprecated and ignored: `mmrec pretrain` / `mmrec finetune` (or train.init_from) "
+                "decide the stage, and transfer modes come with `mmrec adapt`; remove it from the config")
+        require(self.epochs > 0 or self.max_steps > 0,
+                f"train.epochs or train.max_steps must be > 0, got epochs={self.epochs} max_steps={self.max_steps}")
         require(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
-        require(self.batch_size > 0 and self.grad_accum > 0, "train.batch_size and train.grad_accum must be > 0")
-        require(self.lr > 0 and self.weight_decay >= 0, "train.lr must be > 0 and train.weight_decay >= 0")
-        require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        require(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
+        require(self.grad_accum > 0, f"train.grad_accum must be > 0, got {self.grad_accum}")
+        require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         require(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        require(self.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {PRECISIONS}")
-        require(self.clip_norm >= 0, "train.clip_norm must be >= 0 (0 = off)")
-        require(self.eval_every > 0 and self.eval_batch_size > 0, "train.eval_every and eval_batch_size must be > 0")
-        require(self.patience > 0, "train.patience must be > 0")
-        require(self.checkpoint_every > 0 and self.keep_last > 0, "train.checkpoint_every and keep_last must be > 0")
-        require(self.log_every > 0, "train.log_every must be > 0")
-        require(self.num_threads >= 0, "train.num_threads must be >= 0")
+        require(self.mixed_precision in PRECISIONS,
+                f"train.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        require(self.clip_norm >= 0, f"train.clip_norm must be >= 0 (0 = off), got {self.clip_norm}")
+        for name in ("eval_every", "eval_batch_size", "patience", "checkpoint_every", "keep_last", "log_every"):
+            value = getattr(self, name)
+            require(value > 0, f"train.{name} must be > 0, got {value}")
+        require(self.num_threads >= 0, f"train.num_threads must be >= 0, got {self.num_threads}")
         for s in self.pair_sources:
             require(s.weight > 0, f"train.pair_sources: weight of {s.dataset!r} must be > 0")

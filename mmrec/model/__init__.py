@@ -1,0 +1,1 @@
+"""The model: item tower, sequence transformer, losses, and the scoring contract (``history``)."""

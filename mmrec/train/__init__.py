@@ -1,0 +1,1 @@
+"""Training on Accelerate: batches, checkpoints, the trainer loop."""
