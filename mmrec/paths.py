@@ -1,6 +1,6 @@
 """Where mmrec reads raw data and writes everything else.
 
-Two locations, both made absolute when read (DESIGN.md):
+Two locations, both made absolute when read (README, "Data"):
 
 * ``MMREC_DATA_HOME`` -- raw datasets, treated as read-only.
 * ``MMREC_HOME`` -- prepared data, extracted images, embedding cache, models,

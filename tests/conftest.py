@@ -56,3 +56,10 @@ def text_encoder(mmrec_home: Path):
     from mmrec.encoders.text import TextEncoder
 
     return TextEncoder()
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A private copy of a trained run without its checkpoints and serving state (to write into)."""
+    import shutil
+
+    return Path(shutil.copytree(run, dest, ignore=shutil.ignore_patterns("checkpoints", "serving")))

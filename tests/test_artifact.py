@@ -20,6 +20,8 @@ from mmrec.artifact import ArtifactError, load_artifact
 from mmrec.cli import main
 from mmrec.errors import MMRecError
 
+from conftest import copy_run
+
 NEW = [{"item_id": "new-1", "title": "Haunted Lighthouse", "description": "A ghost story on a stormy island."},
        {"item_id": "new-2", "title": "Lighthouse Keepers", "description": "Two keepers and a storm at sea."},
        {"item_id": "new-3", "title": "Cooking with Grandma", "description": "Family recipes from Naples."}]
@@ -27,8 +29,7 @@ NEW = [{"item_id": "new-1", "title": "Haunted Lighthouse", "description": "A gho
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("art") / "run",
-                                ignore=shutil.ignore_patterns("checkpoints", "serving")))
+    return copy_run(tiny_run, tmp_path_factory.mktemp("art") / "run")
 
 
 @pytest.fixture(scope="module")

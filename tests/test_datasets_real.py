@@ -48,7 +48,7 @@ def test_ml100k_split_breaks_same_second_ties_by_file_order(ml100k):
     ev = split.events
     last_two = ev[ev["role"].isin(["valid", "test"])].pivot(index="user_id", columns="role", values="timestamp")
     tied = last_two.index[last_two["valid"] == last_two["test"]]
-    assert len(tied) == 415  # DESIGN.md: 415 of 943 users
+    assert len(tied) == 415  # README "Protocol": 415 of 943 users
     order = pd.Series(np.arange(len(df)), index=pd.MultiIndex.from_frame(df[["user_id", "item_id"]]))
     for u in list(tied)[:50]:
         v = ev[(ev.user_id == u) & (ev.role == "valid")].item_id.item()

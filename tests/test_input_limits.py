@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from conftest import copy_run
 from mmrec import Recommender
 from mmrec.cli import main
 from mmrec.config import Config, DataConfig, FileSpec, load_config
@@ -33,8 +33,7 @@ ITEM = {"item_id": "lim-knit", "title": "Quantum Knitting Adventures",
 
 @pytest.fixture(scope="module")
 def run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("limits") / "run",
-                                ignore=shutil.ignore_patterns("checkpoints", "serving")))
+    return copy_run(tiny_run, tmp_path_factory.mktemp("limits") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,8 @@ Importing this package loads no model and not torch; names resolve lazily.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from mmrec.align.config import DEFAULT_SOURCES, AlignConfig, AlignLoRAConfig, load_align_config  # noqa: F401
+from mmrec.lazy import lazy_getattr
 
 _LAZY = {
     "SourcePairs": "mmrec.align.pairs",
@@ -55,9 +54,4 @@ _LAZY = {
 __all__ = ["AlignConfig", "AlignLoRAConfig", "DEFAULT_SOURCES", "load_align_config", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mmrec.align' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -119,7 +119,7 @@ class Interactions:
     ``timestamp`` is int64 seconds, or, for data that only records order, the
     position in the user's sequence (``timestamps_are_order=True``). ``rating``
     is float and NaN where the source has none. The row order matters: it is
-    the tie-breaker of the stable per-user sort (DESIGN.md).
+    the tie-breaker of the stable per-user sort (README, "Protocol").
     """
 
     df: pd.DataFrame

@@ -7,10 +7,9 @@ resolved lazily on first attribute access.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from mmrec.config.encoders import (EncodersConfig, ImageEncoderConfig, LoRAConfig,  # noqa: F401
                                    TextEncoderConfig)
+from mmrec.lazy import lazy_getattr
 
 _LAZY = {
     "TextEncoder": "mmrec.encoders.text",
@@ -32,9 +31,4 @@ _LAZY = {
 __all__ = ["EncodersConfig", "TextEncoderConfig", "ImageEncoderConfig", "LoRAConfig", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mmrec.encoders' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -1,4 +1,4 @@
-"""Baselines evaluated in the same harness as the model (DESIGN.md "Protocols").
+"""Baselines evaluated in the same harness as the model (README "Protocol").
 
 * :class:`MostPopular` ranks every item by its number of training
   interactions, the same list for every user. It is the floor a sequential

@@ -1,7 +1,7 @@
 """Full-ranking accuracy metrics and beyond-accuracy metrics.
 
 Everything here ranks a target against *all* items of the catalog (no sampled
-negatives, DESIGN.md "Protocols"), vectorised over a batch of users so a whole
+negatives, README "Protocol"), vectorised over a batch of users so a whole
 evaluation streams through in ``[B, N]`` score blocks.
 
 Exclusion (the history-exclusion switch)

@@ -6,7 +6,7 @@
   the full catalog, and may also appear in histories.
 * ``all``: every event.
 
-History exclusion is a switch (DESIGN.md): RecBole does not mask a user's
+History exclusion is a switch (README "Protocol"): RecBole does not mask a user's
 history for sequential models, so side-by-side numbers use ``exclude_history=False``.
 """
 from __future__ import annotations
