@@ -52,7 +52,7 @@ def load_dataset(cfg: DataConfig) -> RecData:
 def _import_builtin() -> None:
     """Import the built-in loader modules so they register themselves."""
     import importlib
-    for mod in ("movielens", "amazon", "sequences", "hm_fashion", "openclipart", "generic"):
+    for mod in ("movielens", "amazon", "amazon_office", "sequences", "hm_fashion", "openclipart", "generic"):
         try:
             importlib.import_module(f"mmrec.data.loaders.{mod}")
         except ModuleNotFoundError as exc:  # a loader module not written yet
