@@ -27,16 +27,22 @@ log = logging.getLogger(__name__)
 _FOLDER = "amazon-scientific-unisrec"
 
 
-def _read_map(path: Path) -> Dict[str, str]:
+def read_index_map(path: Path) -> Dict[str, str]:
+    """A RecBole-style ``key<TAB>index`` file (gzipped) -> {index: key}."""
+    out: Dict[str, str] = {}
     with gzip.open(path, "rt", encoding="utf-8") as fh:
-        pairs = [line.rstrip("\n").split("\t") for line in fh if line.strip()]
-    bad = [p for p in pairs if len(p) != 2]
-    if bad:
-        raise DataError(f"{path}: expected 'key<TAB>index' lines, found {bad[0]!r}")
-    return {idx: key for key, idx in pairs}
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2:
+                raise DataError(f"{path} line {lineno}: expected 'key<TAB>index', found {line[:80]!r}")
+            out[parts[1]] = parts[0]
+    return out
 
 
-def _read_inter(path: Path) -> List[Tuple[str, List[str], str]]:
+def read_inter_rows(path: Path) -> List[Tuple[str, List[str], str]]:
+    """A UniSRec ``*.inter`` file (gzipped): ``(user, prefix items, target)`` per line."""
     rows = []
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         header = fh.readline().rstrip("\n").split("\t")
@@ -82,12 +88,12 @@ def rebuild_sequences(train, valid, test) -> Dict[str, List[str]]:
 def load_scientific(root: Path, cfg: DataConfig, work: Path) -> RecData:
     files = {k: require_file(root, f"{_FOLDER}/Scientific.{k}.gz", "amazon-scientific")
              for k in ("text", "item2index", "user2index", "train.inter", "valid.inter", "test.inter")}
-    items = _read_map(files["item2index"])
-    users = _read_map(files["user2index"])
+    items = read_index_map(files["item2index"])
+    users = read_index_map(files["user2index"])
     text = pd.read_csv(files["text"], sep="\t", dtype=str, quoting=3, keep_default_na=False)
     text.columns = ["item_id", "text"]
-    seqs = rebuild_sequences(_read_inter(files["train.inter"]), _read_inter(files["valid.inter"]),
-                             _read_inter(files["test.inter"]))
+    seqs = rebuild_sequences(read_inter_rows(files["train.inter"]), read_inter_rows(files["valid.inter"]),
+                             read_inter_rows(files["test.inter"]))
     u_col, i_col, pos = [], [], []
     for u, seq in seqs.items():
         for k, it in enumerate(seq):

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from mmrec.config import DataConfig
+from mmrec.data.loaders.amazon import read_index_map, read_inter_rows
 from mmrec.data.loaders.registry import register, require_file
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
@@ -78,20 +79,6 @@ def split_category_path(path: str) -> List[str]:
     return out
 
 
-def _read_index(path: Path) -> Dict[str, str]:
-    """``key<TAB>index`` lines -> {index: key}."""
-    out: Dict[str, str] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2:
-                raise DataError(f"{path} line {lineno}: expected 'key<TAB>index', found {line[:80]!r}")
-            out[parts[1]] = parts[0]
-    return out
-
-
 def _tsv(path: Path, **kw) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep="\t", quoting=3, keep_default_na=False, **kw)
@@ -112,7 +99,7 @@ def load_office_2014(root: Path, cfg: DataConfig, work: Path) -> RecData:
     f = {k: require_file(root, f"{_FOLDER_2014}/{k}.gz", name)
          for k in ("Office.item2index", "Office.text", "train.csv", "dev.csv", "test.csv", "item_meta.csv",
                    "apao_Office.item.json", "apao_item_to_asin.tsv")}
-    lrd2asin = _read_index(f["Office.item2index"])
+    lrd2asin = read_index_map(f["Office.item2index"])
     parts = []
     for role in ("train.csv", "dev.csv", "test.csv"):
         df = _tsv(f[role], usecols=["user_id", "item_id", "time"], dtype=str)
@@ -174,20 +161,6 @@ def load_office_2014(root: Path, cfg: DataConfig, work: Path) -> RecData:
     return RecData(name, Catalog(catalog), inter, info)
 
 
-def _read_inter(path: Path) -> List[Tuple[str, List[str], str]]:
-    rows = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
-        if header[:3] != ["user_id:token", "item_id_list:token_seq", "item_id:token"]:
-            raise DataError(f"{path}: unexpected header {header}")
-        for lineno, line in enumerate(fh, 2):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 3:
-                raise DataError(f"{path} line {lineno}: expected 3 tab-separated fields")
-            rows.append((parts[0], parts[1].split(), parts[2]))
-    return rows
-
-
 def _parse_text(text: str) -> Tuple[str, List[str], str]:
     """``"Title. Leaf category. Brand."`` -> (title, [leaf], brand); titles may contain ". "."""
     t = text.strip()
@@ -208,13 +181,13 @@ def load_office_unisrec(root: Path, cfg: DataConfig, work: Path) -> RecData:
     name = "amazon-office-unisrec"
     f = {k: require_file(root, f"{_FOLDER_UNISREC}/Office.{k}.gz", name)
          for k in ("item2index", "user2index", "valid.inter", "test.inter", "text.partial")}
-    items = _read_index(f["item2index"])
-    users = _read_index(f["user2index"])
-    valid = {u: (p, t) for u, p, t in _read_inter(f["valid.inter"])}
+    items = read_index_map(f["item2index"])
+    users = read_index_map(f["user2index"])
+    valid = {u: (p, t) for u, p, t in read_inter_rows(f["valid.inter"])}
     u_col: List[str] = []
     i_col: List[str] = []
     pos: List[int] = []
-    for u, prefix, target in _read_inter(f["test.inter"]):
+    for u, prefix, target in read_inter_rows(f["test.inter"]):
         if u not in valid:
             raise DataError(f"{f['valid.inter']}: no row for user {u} of {f['test.inter']}")
         vp, vt = valid[u]
