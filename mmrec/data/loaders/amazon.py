@@ -56,6 +56,21 @@ def read_inter_rows(path: Path) -> List[Tuple[str, List[str], str]]:
     return rows
 
 
+def index_sequences_to_interactions(seqs: Dict[str, List[str]], users: Dict[str, str], items: Dict[str, str],
+                                    source: str, item_map: Path) -> Interactions:
+    """Per-user sequences of item *indices* as Interactions with real ids; positions are the timestamps."""
+    u_col, i_col, pos = [], [], []
+    for u, seq in seqs.items():
+        for k, it in enumerate(seq):
+            if it not in items:
+                raise DataError(f"{source}: item index {it} not in {item_map}")
+            u_col.append(users.get(u, u))
+            i_col.append(items[it])
+            pos.append(k)
+    return Interactions(pd.DataFrame({"user_id": u_col, "item_id": i_col, "timestamp": np.asarray(pos, np.int64)}),
+                        timestamps_are_order=True)
+
+
 def rebuild_sequences(train, valid, test) -> Dict[str, List[str]]:
     """Full per-user sequences from sliding-prefix rows (prefixes may be truncated)."""
     by_user: Dict[str, List[Tuple[List[str], str]]] = {}
@@ -94,16 +109,7 @@ def load_scientific(root: Path, cfg: DataConfig, work: Path) -> RecData:
     text.columns = ["item_id", "text"]
     seqs = rebuild_sequences(read_inter_rows(files["train.inter"]), read_inter_rows(files["valid.inter"]),
                              read_inter_rows(files["test.inter"]))
-    u_col, i_col, pos = [], [], []
-    for u, seq in seqs.items():
-        for k, it in enumerate(seq):
-            if it not in items:
-                raise DataError(f"{files['test.inter']}: item index {it} not in {files['item2index']}")
-            u_col.append(users.get(u, u))
-            i_col.append(items[it])
-            pos.append(k)
-    inter = Interactions(pd.DataFrame({"user_id": u_col, "item_id": i_col, "timestamp": np.asarray(pos, np.int64)}),
-                         timestamps_are_order=True)
+    inter = index_sequences_to_interactions(seqs, users, items, str(files["test.inter"]), files["item2index"])
     # "title. categories. brand." -> split into fields on the first sentence break
     parts = text["text"].str.strip().str.split(r"\. ", n=2, regex=True)
     cat = pd.DataFrame({

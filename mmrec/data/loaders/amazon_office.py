@@ -38,11 +38,10 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import numpy as np
 import pandas as pd
 
 from mmrec.config import DataConfig
-from mmrec.data.loaders.amazon import read_index_map, read_inter_rows
+from mmrec.data.loaders.amazon import index_sequences_to_interactions, read_index_map, read_inter_rows
 from mmrec.data.loaders.registry import register, require_file
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
@@ -184,9 +183,7 @@ def load_office_unisrec(root: Path, cfg: DataConfig, work: Path) -> RecData:
     items = read_index_map(f["item2index"])
     users = read_index_map(f["user2index"])
     valid = {u: (p, t) for u, p, t in read_inter_rows(f["valid.inter"])}
-    u_col: List[str] = []
-    i_col: List[str] = []
-    pos: List[int] = []
+    seqs: Dict[str, List[str]] = {}
     for u, prefix, target in read_inter_rows(f["test.inter"]):
         if u not in valid:
             raise DataError(f"{f['valid.inter']}: no row for user {u} of {f['test.inter']}")
@@ -195,15 +192,8 @@ def load_office_unisrec(root: Path, cfg: DataConfig, work: Path) -> RecData:
         if not prefix or vt != prefix[-1] or vp[len(vp) - n:] != head[len(head) - n:]:
             raise DataError(f"{f['valid.inter']}: the row of user {u} is not its test row minus the last item")
         # a valid prefix longer than the test prefix's head holds older events the test row cut off
-        seq = vp[: len(vp) - n] + prefix + [target] if len(vp) > len(head) else prefix + [target]
-        for k, it in enumerate(seq):
-            if it not in items:
-                raise DataError(f"{f['test.inter']}: item index {it} not in {f['item2index']}")
-            u_col.append(users.get(u, u))
-            i_col.append(items[it])
-            pos.append(k)
-    inter = Interactions(pd.DataFrame({"user_id": u_col, "item_id": i_col, "timestamp": np.asarray(pos, np.int64)}),
-                         timestamps_are_order=True)
+        seqs[u] = vp[: len(vp) - n] + prefix + [target] if len(vp) > len(head) else prefix + [target]
+    inter = index_sequences_to_interactions(seqs, users, items, str(f["test.inter"]), f["item2index"])
     text = _tsv(f["text.partial"], dtype=str)
     text.columns = ["item_id", "text"]
     texts = dict(zip(text["item_id"], text["text"]))
