@@ -59,8 +59,7 @@ def export_artifact(art: ModelArtifact, out: str | Path, histories: Optional[Dic
         files.append(CARD)
         extra = {"exported_from": str(art.folder), "summary": {k: summary[k] for k in ("test", "best_step", "steps")
                                                                  if k in summary}}
-        dims = {k: int(art.dims[k]) for k in ("text_dim", "image_dim", "n_id")}
-        write_manifest(tmp, "export", art.cfg, dims, art.features, len(art.space.item_ids) if catalog else 0,
+        write_manifest(tmp, "export", art.cfg, art.dims, art.features, len(art.space.item_ids) if catalog else 0,
                        art.dataset, files, extra)
     log.info("exported %s to %s (%s)", art.folder, out, "with users" if histories is not None else "no users")
     return out

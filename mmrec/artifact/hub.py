@@ -64,8 +64,8 @@ def stage_for_hub(folder: str | Path, dst: str | Path, allow_data: bool = False)
     files = [f for f in manifest["files"] if (dst / f).is_file()]
     extra = {k: manifest[k] for k in ("exported_from", "summary") if k in manifest}
     extra["published"] = {"allow_data": bool(allow_data), "item_content_removed": strip, "users": has_users}
-    write_manifest(dst, "export", art.cfg, {k: manifest["model"][k] for k in ("text_dim", "image_dim", "n_id")},
-                   art.features, int(manifest["model"]["n_items"]), art.dataset, files, extra)
+    write_manifest(dst, "export", art.cfg, manifest["model"], art.features, int(manifest["model"]["n_items"]),
+                   art.dataset, files, extra)
     log.info("staged %s for the hub in %s (users: %s, item content: %s)", src, dst, has_users,
              "removed" if strip else "kept")
     return dst

@@ -74,8 +74,9 @@ def model_dims(cfg: Any, space: ItemSpace, feats: ItemFeatures) -> Dict[str, int
 def build_model(cfg: Any, space: ItemSpace, feats: ItemFeatures, dims: Optional[Dict[str, int]] = None) -> MMRecModel:
     """The model of config ``cfg`` over ``space`` with frozen features ``feats``.
 
-    ``dims`` (as recorded in an artefact) overrides the dimensions read off the
-    features: a catalog-free artefact has no features to read them from.
+    ``dims`` (as recorded in an artefact: ``text_dim``, ``image_dim``, ``n_id``;
+    other keys ignored) overrides the dimensions read off the features: a
+    catalog-free artefact has no features to read them from.
     """
     if feats.item_ids != space.item_ids:
         raise MMRecError("item features and the catalog disagree on item order; re-run `mmrec embed`")

@@ -109,13 +109,14 @@ class ModelArtifact:
 
 def dataset_info(cfg: Config, prepared_fingerprint: Optional[str] = None, stats: Optional[dict] = None) -> dict:
     """Name, licence summary and redistribution flag of the run's dataset (from its loader)."""
-    from mmrec.data.loaders.base import LoaderSpec, available, spec
+    from mmrec.data.loaders.base import available, spec
 
     name = cfg.data.name
-    sp = spec(name) if name in available() else LoaderSpec(name, fn=lambda *a: None)  # type: ignore[arg-type]
-    if name not in available():
-        sp.terms = "your own data (generic loader): you decide whether it may be published"
-    return {"name": name, "terms": sp.terms, "redistributable": bool(sp.redistributable),
+    if name in available():
+        terms, redistributable = spec(name).terms, bool(spec(name).redistributable)
+    else:
+        terms, redistributable = "your own data (generic loader): you decide whether it may be published", False
+    return {"name": name, "terms": terms, "redistributable": redistributable,
             "prepared_fingerprint": prepared_fingerprint, "stats": stats or {}}
 
 
@@ -254,10 +255,11 @@ def load_artifact(folder: str | Path, weights: str = "best", verify: bool = True
     histories = read_users(folder / USERS) if (folder / USERS).is_file() else None
     split = Split.load(folder / SPLIT_DIR) if (folder / SPLIT_DIR / "split.parquet").is_file() else None
     wpath = folder / str(manifest["weights"]) if weights == "best" else Path(weights) / "model.safetensors"
-    model_dims_ = {k: int(dims[k]) for k in ("text_dim", "image_dim", "n_id")}
-    model = _load_model(cfg, space, feats, model_dims_, wpath, folder)
+    model = _load_model(cfg, space, feats, dims, wpath, folder)
+    # an export lists its weights among the checksummed files: no need to hash them a second time
+    verified = manifest["files"].get(str(manifest["weights"])) if verify and weights == "best" else None
     return ModelArtifact(folder, str(manifest["kind"]), cfg, model, space, feats, catalog, histories, cold, split,
-                         wpath, sha256_file(wpath), manifest)
+                         wpath, verified or sha256_file(wpath), manifest)
 
 
 def _empty_catalog() -> Any:
