@@ -7,14 +7,16 @@ index search), ``Onboarder`` (add / replace / remove, persisted under ``<folder>
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from mmrec import contract
 from mmrec.errors import MMRecError
-from mmrec.limits import MAX_BATCH_SIZE, check_int
+from mmrec.limits import MAX_BATCH_SIZE, MAX_HISTORY, MAX_REMOVE_PER_CALL, check_int
 from mmrec.serve.content import iter_chunks
 from mmrec.serve.embedder import ContentEmbedder
 from mmrec.serve.image_urls import ImageURLPolicy
@@ -212,10 +214,11 @@ class Recommender:
         if sum(x is not None for x in (item_id, text, image)) != 1:
             raise MMRecError("similar_items needs exactly one of item_id, text or image")
         query = self.text_vector(text) if text is not None else self.image_vector(image) if image is not None else None
+        item_id = contract.as_id(item_id) if item_id is not None else None
         with self._lock.read():
             if item_id is not None:
-                query = self.table.vector(str(item_id)).copy()
-            exclude = {str(item_id)} if item_id is not None else set()
+                query = self.table.vector(item_id).copy()
+            exclude = {item_id} if item_id is not None else set()
             hits = self.retriever.search(query[None, :], k, [exclude], item_filter(filter))
             return [self.retriever.result(i, s, "similar") for i, s in hits[0]]
 
@@ -227,6 +230,7 @@ class Recommender:
                 qvec = self.text_vector(str(query_text))
             except MMRecError as exc:
                 log.warning("query text not usable for the fallback (%s); using popularity", exc)
+        reqs = [_checked_request(user_id, history) for user_id, history in reqs]
         with self._lock.read():
             asks = [self.histories.ask(user_id, history, exclude_seen) for user_id, history in reqs]
             return self.retriever.recommend(asks, k, exclude_seen, item_filter(filter), explain, qvec)
@@ -244,7 +248,10 @@ class Recommender:
 
     def remove(self, item_ids: Union[str, Iterable[str]]) -> dict:
         """Hide items from results (their vectors stay usable in histories); ``{"removed", "missing", "persisted"}``."""
-        return self.onboarder.remove(item_ids)
+        ids = contract.as_ids(item_ids, "item_ids")
+        if len(ids) > MAX_REMOVE_PER_CALL:
+            raise MMRecError(f"at most {MAX_REMOVE_PER_CALL} item ids per removal call, got {len(ids)}")
+        return self.onboarder.remove(ids)
 
     def rebuild_index(self, index_config: Any = None) -> None:
         """Rebuild the serving index (e.g. another factory) from the catalog, then re-apply onboarding."""
@@ -254,3 +261,18 @@ class Recommender:
                                               cfg, self.cfg.index, self.persist, self.folder)
             self.retriever.hide(self.cold_items if not self.include_cold else [])
             self.onboarder.reapply()
+
+
+def _checked_request(user_id: Any, history: Any) -> tuple[Optional[str], Optional[list[str]]]:
+    """A request's user id and live history under :mod:`mmrec.contract` (and :data:`~mmrec.limits.MAX_HISTORY`)."""
+    if user_id is not None:
+        user_id = contract.as_id(user_id, "user_id")
+    if history is not None:
+        if isinstance(history, (str, bytes)):
+            raise MMRecError("history must be a list of item ids, not a string")
+        n = len(history) if hasattr(history, "__len__") else None
+        history = list(itertools.islice(history, MAX_HISTORY + 1))  # a generator is never read past the bound
+        if len(history) > MAX_HISTORY:
+            raise MMRecError(f"a live history has at most {MAX_HISTORY} items, got {n or 'more'}")
+        history = contract.as_ids(history, "history")
+    return user_id, history

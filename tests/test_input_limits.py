@@ -160,8 +160,11 @@ def test_normalise_items_takes_the_last_copy() -> None:
         {"item_id": "a", "title": "first"}, {"item_id": "b", "title": "b"}, {"item_id": " a ", "title": "second"},
         {"item_id": "a", "title": "third"}, {"title": "no id"}])
     assert [(r["item_id"], r["title"]) for r in records] == [("b", "b"), ("a", "third")]
-    assert failed == [{"item_id": None, "row": 4, "reason": "missing or invalid item_id"}]
-    assert [(d["item_id"], d["row"]) for d in duplicates] == [("a", 0), ("a", 2)]
+    # " a " is not "a" with spaces stripped: it is its own id, refused by the contract (never stripped)
+    assert failed == [{"item_id": " a ", "row": 2, "reason": "item_id has leading or trailing whitespace (ids are "
+                       "used exactly as given, never stripped)"},
+                      {"item_id": None, "row": 4, "reason": "missing item_id"}]
+    assert [(d["item_id"], d["row"]) for d in duplicates] == [("a", 0)]
     assert all("superseded by row 3" in d["reason"] for d in duplicates)
 
 
@@ -206,7 +209,7 @@ def test_cli_onboard_exit_codes_and_duplicates(capsys: pytest.CaptureFixture, ru
     summary = json.loads(out)
     assert rc == 1 and summary["added"] == ["cli-two"]
     assert sorted(str(x["item_id"]) for x in summary["failed"]) == ["None", "cli-empty"]
-    assert {"item_id": None, "row": 2, "reason": "missing or invalid item_id"} in summary["failed"]
+    assert {"item_id": None, "row": 2, "reason": "missing item_id"} in summary["failed"]
     # nothing changed: exit 2, one error line
     f = _items_file(tmp_path, [{"item_id": "cli-empty"}, {"title": "no id"}])
     rc, out, err = _cli(capsys, "onboard", str(f), "--run", str(run))

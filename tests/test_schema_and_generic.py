@@ -93,7 +93,7 @@ BAD_FILES = [
     ("negative timestamp", b"item_id\na\n", b"user_id,item_id,timestamp\n1,a,-5\n", "negative timestamp"),
     ("milliseconds", b"item_id\na\n", b"user_id,item_id,timestamp\n1,a,1700000000000\n", "future"),
     ("bad date", b"item_id\na\n", b"user_id,item_id,timestamp\n1,a,2024-01-01\n1,a,yesterday\n", "data row 2"),
-    ("empty user id", b"item_id\na\n", b"user_id,item_id\n,a\n", "empty user_id"),
+    ("empty user id", b"item_id\na\n", b"user_id,item_id\n,a\n", "user_id.: the id .. is empty"),
 ]
 
 

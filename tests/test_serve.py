@@ -86,7 +86,7 @@ def test_recommend_and_similar(server: SimpleNamespace) -> None:
     ("/recommend", {"user_id": "1", "k": "many"}),
     ("/recommend", {"user_id": "1", "surprise": True}),
     ("/recommend", {"history": "1,2,3"}),
-    ("/recommend", {"query_text": "x" * 5000}),
+    ("/recommend", {"query_text": "x" * 20_001}),
     ("/similar", {"k": 3}),
     ("/similar", {"item_id": "1", "text": "both"}),
     ("/items", {"items": []}),

@@ -9,7 +9,8 @@ from pathlib import Path
 from mmrec.commands._serving import add_image_url_args, add_run_args, image_url_policy, load_recommender
 from mmrec.commands.common import print_json
 from mmrec.errors import MMRecError
-from mmrec.limits import MAX_BATCH_SIZE, MAX_ITEMS_PER_CALL, MAX_K, check_int
+from mmrec.contract import read_ids_file
+from mmrec.limits import MAX_BATCH_SIZE, MAX_ITEMS_PER_CALL, MAX_K, MAX_REMOVE_PER_CALL, check_int
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_image_url_args(o)
     o.set_defaults(func=_onboard)
 
+    rm = sub.add_parser("remove", help="hide items from results (onboarded or catalog items)",
+                        description="Hide items from every result (their vectors stay usable in histories); "
+                                    "persisted under <run>/serving. Exit status 0 if every id was removed, 1 if "
+                                    "some were not served, 2 if nothing changed.")
+    add_run_args(rm)
+    rm.add_argument("item_ids", nargs="*", metavar="ITEM_ID", help="ids to remove")
+    rm.add_argument("--file", default=None, help="a text file with one item id per line (taken exactly as written)")
+    rm.add_argument("--json", action="store_true", help="print the summary as JSON only on stdout")
+    rm.set_defaults(func=_remove)
+
 
 def _print_items(items: list[dict]) -> None:
     if not items:
@@ -72,7 +83,8 @@ def _recommend(args: argparse.Namespace) -> int:
     exclude = not args.include_seen
     if args.all_users:
         return _export(rec, args, exclude)
-    history = None if args.history is None else [h.strip() for h in args.history.split(",") if h.strip()]
+    # ids exactly as written between the commas: " 2" is refused by the input contract, never stripped
+    history = None if args.history is None else args.history.split(",")
     items = rec.recommend(user_id=args.user, history=history, k=args.k, exclude_seen=exclude,
                           explain=args.explain, query_text=args.query_text)
     if args.json:
@@ -162,6 +174,24 @@ def _onboard(args: argparse.Namespace) -> int:
         why = f"{len(total['failed'])} failed" if total["failed"] else "the file has no items"
         sys.stderr.write(f"error: nothing changed: no item of {args.file} was onboarded ({why})\n")
     return status
+
+
+def _remove(args: argparse.Namespace) -> int:
+    ids = list(args.item_ids)
+    if args.file:
+        ids += read_ids_file(args.file, "item_id", MAX_REMOVE_PER_CALL - len(ids))
+    if not ids:
+        raise MMRecError("give item ids to remove (arguments or --file)")
+    rec = load_recommender(args)
+    summary = rec.remove(ids)
+    if args.json:
+        print_json({**summary, "items_served": len(rec)})
+    else:
+        sys.stdout.write(f"removed {len(summary['removed'])}, not served {len(summary['missing'])} "
+                         f"({len(rec)} items served)\n")
+    if not summary["removed"]:
+        return 2
+    return 1 if summary["missing"] else 0
 
 
 def onboard_status(summary: dict) -> int:

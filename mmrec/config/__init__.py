@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mmrec.config.encoders import EncodersConfig
+from mmrec.contract import MAX_TEXT_CHARS
 from mmrec.errors import ConfigError, collect_config_problems, require
 from mmrec.config.index import IndexConfig
 from mmrec.config.model import LossConfig, ModelConfig
@@ -62,14 +63,15 @@ class DataConfig:
     min_rating: Optional[float] = None
     user_core: int = 0
     item_core: int = 0
-    max_field_chars: int = 20000
+    max_field_chars: int = MAX_TEXT_CHARS  # longest text field of a data file (built-in loaders cut to it)
     drop_unknown_items: bool = False
 
     def __post_init__(self) -> None:
         require(bool(self.name), "data.name must not be empty")
         require(self.user_core >= 0, f"data.user_core must be >= 0, got {self.user_core}")
         require(self.item_core >= 0, f"data.item_core must be >= 0, got {self.item_core}")
-        require(self.max_field_chars > 0, f"data.max_field_chars must be > 0, got {self.max_field_chars}")
+        require(0 < self.max_field_chars <= MAX_TEXT_CHARS, f"data.max_field_chars must be > 0 and <= "
+                f"{MAX_TEXT_CHARS} (the one text limit of mmrec.contract), got {self.max_field_chars}")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from PIL import Image
 
 from mmrec.atomic import atomic_dir, write_json
 from mmrec.errors import DataError
+from mmrec.limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, MAX_MEMBER_BYTES, check_size
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,14 @@ def extract_tar_once(archive: Path, dest: Path, members_prefix: str = "") -> Pat
     log.info("extracting %s into %s (once)", archive, dest)
     try:
         with tarfile.open(archive) as tar, atomic_dir(dest) as tmp:
-            n = 0
+            n, total = 0, 0
             for m in tar:
                 if not m.isfile() or not m.name.startswith(members_prefix):
                     continue
+                check_size(m.size, MAX_MEMBER_BYTES, f"{archive}: member {m.name[:200]!r} bytes")
+                total += m.size
+                check_size(total, MAX_ARCHIVE_BYTES, f"{archive}: bytes extracted")
+                check_size(n + 1, MAX_ARCHIVE_MEMBERS, f"{archive}: members extracted")
                 rel = Path(m.name[len(members_prefix):].lstrip("/"))
                 if rel.is_absolute() or ".." in rel.parts or not rel.parts:
                     raise DataError(f"{archive}: member {m.name!r} would be written outside {dest}")

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmrec import contract
 from mmrec.atomic import atomic_path
 from mmrec.errors import DataError
 
@@ -25,25 +26,11 @@ CATALOG_COLUMNS = ("item_id", "title", "description", "categories", "image")
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating")
 
 
-def _as_str_series(values: pd.Series) -> pd.Series:
-    return values.astype("string").fillna("").astype(object).astype(str)
-
-
 def _as_optional_str(v: Any) -> Optional[str]:
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return None
     s = str(v).strip()
     return s or None
-
-
-def _as_category_lists(values: pd.Series) -> pd.Series:
-    def norm(v: Any) -> List[str]:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return []
-        if isinstance(v, str):
-            return [v] if v else []
-        return [str(x) for x in v if x is not None and str(x) != ""]
-    return values.map(norm)
 
 
 @dataclass
@@ -55,15 +42,16 @@ class Catalog:
     """
 
     df: pd.DataFrame
+    source: str = field(default="catalog", compare=False, repr=False)  # the file, for error messages
 
     def __post_init__(self) -> None:
-        df = self.df.copy()
+        df = self.df.copy().reset_index(drop=True)
         if "item_id" not in df.columns:
-            raise DataError("catalog has no 'item_id' column")
+            raise DataError(f"{self.source}: no 'item_id' column")
+        df["item_id"] = contract.id_column(df["item_id"], self.source, "item_id")
         for col in ("title", "description"):
-            df[col] = _as_str_series(df[col]) if col in df.columns else ""
-        df["item_id"] = _as_str_series(df["item_id"])
-        df["categories"] = (_as_category_lists(df["categories"]) if "categories" in df.columns
+            df[col] = contract.text_column(df[col], self.source, col) if col in df.columns else ""
+        df["categories"] = (contract.categories_column(df["categories"], self.source) if "categories" in df.columns
                             else [[] for _ in range(len(df))])
         if "image" not in df.columns:
             df["image"] = None
@@ -92,7 +80,7 @@ class Catalog:
         return (df["title"].str.strip() != "") | (df["description"].str.strip() != "") | (df["categories"].map(len) > 0)
 
     def subset(self, item_ids: List[str]) -> "Catalog":
-        return Catalog(self.df[self.df["item_id"].isin(set(item_ids))])
+        return Catalog(self.df[self.df["item_id"].isin(set(item_ids))], self.source)
 
     # -- persistence -------------------------------------------------------------------------
     def to_parquet(self, path: str | os.PathLike[str]) -> None:
@@ -100,7 +88,7 @@ class Catalog:
 
     @classmethod
     def from_parquet(cls, path: str | os.PathLike[str]) -> "Catalog":
-        return cls(_read_parquet(path, required=("item_id",), kind="catalog"))
+        return cls(_read_parquet(path, required=("item_id",), kind="catalog"), str(path))
 
     def to_hf(self) -> Any:
         """Convert to a Hugging Face ``datasets.Dataset``."""
@@ -124,20 +112,26 @@ class Interactions:
 
     df: pd.DataFrame
     timestamps_are_order: bool = False
+    source: str = field(default="interactions", compare=False, repr=False)  # the file, for error messages
 
     def __post_init__(self) -> None:
-        df = self.df.copy()
+        df = self.df.copy().reset_index(drop=True)
         missing = [c for c in ("user_id", "item_id") if c not in df.columns]
         if missing:
-            raise DataError(f"interactions lack column(s) {missing}")
-        df["user_id"] = _as_str_series(df["user_id"])
-        df["item_id"] = _as_str_series(df["item_id"])
+            raise DataError(f"{self.source}: interactions lack column(s) {missing}")
+        df["user_id"] = contract.id_column(df["user_id"], self.source, "user_id")
+        df["item_id"] = contract.id_column(df["item_id"], self.source, "item_id")
         if "timestamp" not in df.columns:
             df["timestamp"] = df.groupby("user_id", sort=False).cumcount()
             self.timestamps_are_order = True
-        df["timestamp"] = pd.to_numeric(df["timestamp"], errors="raise").astype("int64")
-        df["rating"] = (pd.to_numeric(df["rating"], errors="coerce").astype("float64") if "rating" in df.columns
-                        else np.nan)
+        ts = contract.number_column(df["timestamp"], self.source, "timestamp")
+        if not (ts == np.floor(ts)).all():
+            row = int(np.flatnonzero((ts != np.floor(ts)).to_numpy())[0])
+            raise DataError(f"{self.source}: row {row + 1}, column 'timestamp': must be a whole number of seconds "
+                            f"(or a position), got {ts.iat[row]}")
+        df["timestamp"] = ts.astype("int64")
+        df["rating"] = (contract.number_column(df["rating"], self.source, "rating", allow_missing=True)
+                        .astype("float64") if "rating" in df.columns else np.nan)
         extras = [c for c in df.columns if c not in INTERACTION_COLUMNS]
         self.df = df[list(INTERACTION_COLUMNS) + extras].reset_index(drop=True)
 
@@ -169,7 +163,7 @@ class Interactions:
     def from_parquet(cls, path: str | os.PathLike[str]) -> "Interactions":
         df = _read_parquet(path, required=("user_id", "item_id", "timestamp"), kind="interactions")
         meta = _parquet_meta(path)
-        return cls(df, timestamps_are_order=bool(meta.get("timestamps_are_order", False)))
+        return cls(df, timestamps_are_order=bool(meta.get("timestamps_are_order", False)), source=str(path))
 
     def to_hf(self) -> Any:
         """Convert to a Hugging Face ``datasets.Dataset``."""

@@ -29,11 +29,8 @@ def _first(values, n: int = 5) -> str:
 
 
 def validate_catalog(catalog: Catalog, max_field_chars: int, source: str) -> None:
-    """Ids present and unique; text fields of sane length."""
+    """Ids unique; text fields within ``data.max_field_chars`` (the id and type rules: :mod:`mmrec.contract`)."""
     df = catalog.df
-    empty = np.flatnonzero((df["item_id"].str.strip() == "").to_numpy())
-    if len(empty):
-        raise DataError(f"{source}: catalog row {int(empty[0]) + 1} has an empty item id ({len(empty)} such rows)")
     dup = df["item_id"][df["item_id"].duplicated()]
     if len(dup):
         raise DataError(f"{source}: duplicate item ids in the catalog: {_first(dup.unique())}")
@@ -47,15 +44,10 @@ def validate_catalog(catalog: Catalog, max_field_chars: int, source: str) -> Non
 
 
 def validate_interactions(inter: Interactions, source: str) -> None:
-    """Non-empty ids and plausible timestamps."""
+    """Plausible timestamps (the id and number rules: :mod:`mmrec.contract`)."""
     df = inter.df
     if len(df) == 0:
         raise DataError(f"{source}: no interactions")
-    for col in ("user_id", "item_id"):
-        empty = np.flatnonzero((df[col].str.strip() == "").to_numpy())
-        if len(empty):
-            raise DataError(f"{source}: interaction row {int(empty[0]) + 1} has an empty {col} "
-                            f"({len(empty)} such rows)")
     ts = df["timestamp"].to_numpy()
     neg = np.flatnonzero(ts < 0)
     if len(neg):
@@ -78,7 +70,7 @@ def check_items_known(inter: Interactions, catalog: Catalog, drop: bool, source:
         raise DataError(f"{source}: {int((~known).sum())} interactions refer to {len(unknown)} items missing from the "
                         f"catalog: {_first(unknown)}. Fix the files or set data.drop_unknown_items=true")
     log.warning("%s: dropped %d interactions with %d unknown items", source, int((~known).sum()), len(unknown))
-    return Interactions(inter.df[known], inter.timestamps_are_order)
+    return Interactions(inter.df[known], inter.timestamps_are_order, inter.source)
 
 
 def k_core(df: pd.DataFrame, user_core: int, item_core: int) -> Tuple[pd.DataFrame, Dict[str, int]]:
@@ -120,5 +112,5 @@ def clean(data: RecData, cfg: DataConfig) -> Tuple[RecData, Dict[str, int]]:
                      src, cfg.user_core, cfg.item_core, kc["kcore_removed"], kc["kcore_rounds"])
         if len(df) == 0:
             raise DataError(f"{src}: no interactions left after filtering (min_rating / k-core too strict?)")
-        inter = Interactions(df, inter.timestamps_are_order)
+        inter = Interactions(df, inter.timestamps_are_order, inter.source)
     return RecData(data.name, data.catalog, inter, {**data.info, "filter_counts": counts}), counts

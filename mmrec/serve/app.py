@@ -19,18 +19,19 @@ import hmac
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import Annotated, Any, Callable, Optional, Sequence, Union
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr,
+                      StringConstraints, model_validator)
 
-from mmrec import __version__
+from mmrec import __version__, contract
 from mmrec.errors import DataError, MMRecError
 from mmrec.index.errors import UnknownItemError
-from mmrec.limits import MAX_ITEMS_PER_CALL, MAX_K
+from mmrec.limits import MAX_HISTORY, MAX_ITEMS_PER_CALL, MAX_K, MAX_REMOVE_PER_CALL
 from mmrec.serve.confine import PathNotAllowedError, confine, resolve_roots
 from mmrec.serve.content import last_copies
 from mmrec.serve.image_urls import is_image_url
@@ -39,13 +40,32 @@ from mmrec.serve.results import to_dicts
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
-MAX_HISTORY = 1000
 MAX_ITEMS_PER_REQUEST = MAX_ITEMS_PER_CALL
-MAX_DELETE = 10_000
-MAX_TEXT = 2000
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+
+def _rule(problem_of: Callable[[Any], Optional[str]]) -> AfterValidator:
+    """A pydantic validator running one of :mod:`mmrec.contract`'s checks (the loaders' and onboarding's rules)."""
+    def check(value: Any) -> Any:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+    return AfterValidator(check)
+
+
+def _id_value(value: Any) -> Any:
+    """An id as the loaders read it: a string, or an integer written in decimal (bools and other types refused)."""
+    s = contract.id_string(value)
+    if s is None:
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    return s
+
+
+Id = Annotated[str, BeforeValidator(_id_value), _rule(contract.id_problem)]
+Text = Annotated[StrictStr, _rule(contract.text_problem)]
+Path_ = Annotated[StrictStr, StringConstraints(min_length=1, max_length=contract.MAX_PATH_CHARS)]
+FieldName = Annotated[StrictStr, _rule(contract.field_name_problem)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 K = Annotated[int, Field(ge=1, le=MAX_K, description="how many items to return")]
 
 
@@ -68,8 +88,8 @@ class SimilarRequest(_Model):
     """Exactly one of an item id, a text or an image path (inside the server's image roots)."""
 
     item_id: Optional[Id] = None
-    text: Optional[Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]] = None
-    image: Optional[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = None
+    text: Optional[Annotated[Text, StringConstraints(min_length=1)]] = None
+    image: Optional[Path_] = None
     k: K = 10
 
     @model_validator(mode="after")
@@ -80,15 +100,17 @@ class SimilarRequest(_Model):
 
 
 class ItemIn(_Model):
+    """An item to onboard; the fields follow :mod:`mmrec.contract` (the same rules as a catalog file)."""
+
     item_id: Id
-    title: Optional[Annotated[str, StringConstraints(max_length=1000)]] = None
-    description: Optional[Annotated[str, StringConstraints(max_length=20_000)]] = None
-    categories: Optional[list[Annotated[str, StringConstraints(max_length=200)]]] = Field(None, max_length=100)
-    image: Optional[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+    title: Optional[Text] = None
+    description: Optional[Text] = None
+    categories: Optional[list[Text]] = Field(None, max_length=contract.MAX_CATEGORIES)
+    image: Optional[Path_] = Field(
         None, description="an image path inside the server's image roots, or an https URL (if the server allows)")
-    attributes: Optional[dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
-                              Annotated[str, StringConstraints(max_length=MAX_TEXT)]]] = Field(
-        None, max_length=50, description="extra text fields a text template may name (e.g. keywords)")
+    attributes: Optional[dict[FieldName, Union[Text, StrictInt, FiniteFloat]]] = Field(
+        None, max_length=contract.MAX_EXTRA_FIELDS,
+        description="extra fields a text template may name (e.g. keywords): text or finite numbers")
 
 
 class ItemsRequest(_Model):
@@ -96,7 +118,7 @@ class ItemsRequest(_Model):
 
 
 class DeleteRequest(_Model):
-    item_ids: list[Id] = Field(min_length=1, max_length=MAX_DELETE)
+    item_ids: list[Id] = Field(min_length=1, max_length=MAX_REMOVE_PER_CALL)
 
 
 class BodyLimit:
@@ -138,12 +160,21 @@ class BodyLimit:
 
 
 def _json_safe(error: Any) -> Any:
-    """A validation error whose ``input`` is not strict JSON (inf, nan) gets the input's repr instead."""
+    """A validation error whose ``input`` is not strict JSON (inf, nan) or is long gets a short repr instead.
+
+    The reply quotes at most ~200 characters of a bad value (a 4 MB id is not echoed back).
+    """
+    value = error.get("input")
     try:
-        json.dumps(error.get("input"), allow_nan=False)
-        return error
+        shown = json.dumps(value, allow_nan=False)
+        if len(shown) <= contract.QUOTE_CHARS:
+            return error
     except (TypeError, ValueError):
-        return {**error, "input": repr(error.get("input"))[:200]}
+        pass
+    error = {**error, "input": contract.quote(value)}
+    if "ctx" in error:
+        error["ctx"] = {k: contract.quote(v) if not isinstance(v, (int, float)) else v for k, v in error["ctx"].items()}
+    return error
 
 
 def create_app(recommender: Any, api_key: Optional[str] = None, image_roots: Sequence[str | Path] = (),

@@ -9,36 +9,32 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
+from mmrec import contract
 from mmrec.errors import DataError
-from mmrec.limits import MAX_ITEMS_PER_CALL
+from mmrec.limits import MAX_ITEMS_PER_CALL, MAX_WHOLE_FILE_BYTES, check_size
 from mmrec.urls import is_url
 
 TEXT_FIELDS = ("title", "description")
-MAX_ID_LEN = 256
 
 
 def _blank(v: Any) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    return isinstance(v, str) and not v.strip()
+    return contract.is_missing(v) or (isinstance(v, str) and not v.strip())
 
 
-def _norm_categories(v: Any) -> list[str]:
+def _norm_categories(v: Any) -> Any:
+    """Categories as a list (a string holds several separated by ``|``); anything else is returned for the check."""
     if _blank(v):
         return []
     if isinstance(v, str):
         return [c.strip() for c in v.split("|") if c.strip()]
-    try:
-        return [str(c).strip() for c in v if not _blank(c) and str(c).strip()]
-    except TypeError:
-        return [str(v)]
+    if isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
+        v = v.tolist() if hasattr(v, "tolist") else list(v)
+        return [c.strip() if isinstance(c, str) else c for c in v if not (isinstance(c, str) and not c.strip())]
+    return v
 
 
 def _too_many(n: Any) -> DataError:
@@ -69,15 +65,13 @@ def _as_rows(items: Any, limit: int = MAX_ITEMS_PER_CALL) -> list[Any]:
 
 
 def item_key(raw: Any) -> Any:
-    """The id a raw row is onboarded under (what :func:`normalise_items` makes of ``item_id``), else None."""
+    """The id a raw row is onboarded under (its ``item_id`` as :mod:`mmrec.contract` reads it), else None.
+
+    Nothing is stripped: ``" a"`` is the key ``" a"`` (which validation then refuses).
+    """
     if not isinstance(raw, Mapping):
         return None
-    iid = raw.get("item_id")
-    if isinstance(iid, float) and iid.is_integer():
-        iid = int(iid)
-    if _blank(iid) or isinstance(iid, bool) or not isinstance(iid, (str, int)):
-        return None
-    return str(iid).strip()
+    return contract.id_string(raw.get("item_id"))
 
 
 def last_copies(rows: list) -> tuple[list[int], list[dict]]:
@@ -93,7 +87,7 @@ def last_copies(rows: list) -> tuple[list[int], list[dict]]:
         if k is None or last[k] == n:
             kept.append(n)
         else:
-            duplicates.append({"item_id": k if len(k) <= MAX_ID_LEN else k[:40] + "...", "row": n,
+            duplicates.append({"item_id": _shown_id(k), "row": n,
                                "reason": f"duplicate item_id in this batch: superseded by row {last[k]}"})
     return kept, duplicates
 
@@ -115,25 +109,75 @@ def normalise_items(items: Any) -> tuple[list[dict], list[dict], list[dict]]:
         if not isinstance(raw, Mapping):
             failures.append({"item_id": None, "row": row, "reason": f"not an object: {type(raw).__name__}"})
             continue
-        iid = item_key(raw)
-        if iid is None:
-            failures.append({"item_id": None, "row": row, "reason": "missing or invalid item_id"})
-            continue
-        if len(iid) > MAX_ID_LEN:
-            failures.append({"item_id": iid[:40] + "...", "row": row, "reason": f"item_id longer than {MAX_ID_LEN}"})
-            continue
-        rec: dict[str, Any] = {"item_id": iid}
-        for key, value in raw.items():
-            if key == "item_id":
-                continue
-            if key == "categories":
-                rec["categories"] = _norm_categories(value)
-            elif key == "image":
-                rec["image"] = None if _blank(value) else str(value)
-            elif not _blank(value):
-                rec[str(key)] = value if isinstance(value, str) else str(value)
-        records.append(rec)
+        rec, reason = check_record(raw)
+        if reason is not None:
+            iid = item_key(raw)
+            failures.append({"item_id": None if iid is None else _shown_id(iid), "row": row, "reason": reason})
+        else:
+            records.append(rec)
     return records, failures, duplicates
+
+
+def _shown_id(iid: str) -> str:
+    """An id as a report shows it: whole when it is a valid length, else its start."""
+    return iid if len(iid) <= contract.MAX_ID_CHARS else iid[:40] + "..."
+
+
+def check_record(raw: Mapping) -> tuple[dict, Optional[str]]:
+    """``(record, None)`` for a row that keeps the input contract, else ``({}, reason)``.
+
+    The record has ``item_id``, the non-blank text fields, ``categories``
+    (a list), ``image`` and extra fields as strings (finite numbers written
+    out); the rules are :mod:`mmrec.contract`'s, the same as the loaders' and
+    the HTTP schemas'.
+    """
+    iid = raw.get("item_id")
+    if "item_id" not in raw or contract.is_missing(iid):
+        return {}, "missing item_id"
+    key = contract.id_string(iid)
+    if key is None:
+        return {}, f"item_id must be a string, got {type(iid).__name__} {contract.quote(iid)}"
+    problem = contract.id_problem(key)
+    if problem:
+        return {}, f"item_id {problem}"
+    rec: dict[str, Any] = {"item_id": key}
+    n_extra = 0
+    for name, value in raw.items():
+        if name == "item_id":
+            continue
+        if name == "categories":
+            cats = _norm_categories(value)
+            problem = contract.categories_problem(cats)
+            if problem:
+                return {}, f"categories {problem}"
+            rec["categories"] = list(cats)
+        elif name == "image":
+            if _blank(value):
+                rec["image"] = None
+            elif not isinstance(value, str) or len(value) > contract.MAX_PATH_CHARS:
+                return {}, (f"image must be a path or URL of at most {contract.MAX_PATH_CHARS} characters, got "
+                            f"{type(value).__name__} {contract.quote(value)}")
+            else:
+                rec["image"] = value
+        elif name in TEXT_FIELDS:
+            problem = contract.text_problem(value)
+            if problem:
+                return {}, f"{name} {problem}"
+            if not _blank(value):
+                rec[name] = value
+        else:
+            problem = contract.field_name_problem(name)
+            if problem:
+                return {}, f"field name {contract.quote(name)} {problem}"
+            problem = contract.extra_problem(value)
+            if problem:
+                return {}, f"{name} {problem}"
+            n_extra += 1
+            if n_extra > contract.MAX_EXTRA_FIELDS:
+                return {}, f"more than {contract.MAX_EXTRA_FIELDS} extra fields"
+            if not _blank(value):
+                rec[str(name)] = value if isinstance(value, str) else str(value)
+    return rec, None
 
 
 def _resolve_image(rec: dict, base: Path) -> dict:
@@ -152,6 +196,7 @@ def read_items_file(path: str | os.PathLike[str]) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"items file not found: {p}")
+    check_size(p.stat().st_size, MAX_WHOLE_FILE_BYTES, f"{p} bytes (an items file is read whole; split it)")
     suffix = p.suffix.lower()
     rows: list[Any]
     if suffix == ".jsonl":

@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mmrec.contract import quote
 from mmrec.data.schema import Catalog
 from mmrec.index import UnknownItemError
 
@@ -84,7 +85,7 @@ class ItemTable:
     def vector(self, item_id: str) -> np.ndarray:
         row = self._row.get(item_id)
         if row is None:
-            raise UnknownItemError(f"unknown item {clip(item_id)}")
+            raise UnknownItemError(f"unknown item {quote(item_id)}")
         return self._vecs[row]
 
     def title(self, item_id: str) -> str:
@@ -97,7 +98,7 @@ class ItemTable:
         """Metadata of an item: its catalog row or its onboarded record (a copy), plus ``onboarded``/``removed``."""
         row = self._row.get(item_id)
         if row is None:
-            raise UnknownItemError(f"unknown item {clip(item_id)}")
+            raise UnknownItemError(f"unknown item {quote(item_id)}")
         if item_id in self.onboarded:
             meta: Dict[str, Any] = dict(self.onboarded[item_id])
         else:
@@ -160,8 +161,3 @@ def _plain(v: Any) -> Any:
         return v.item()
     return v
 
-
-def clip(item_id: Any, limit: int = 200) -> str:
-    """``repr`` of an id, cut to ``limit`` characters (a 10 MB id must not fill a terminal)."""
-    text = repr(item_id)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(str(item_id))} characters)"

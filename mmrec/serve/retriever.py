@@ -23,7 +23,8 @@ from mmrec.hashing import ids_hash
 from mmrec.index import IndexFileError, IndexMismatchError, ItemFilter, ItemIndex
 from mmrec.limits import MAX_K, check_int
 from mmrec.model.history import right_align, visible_window
-from mmrec.serve.item_table import ItemTable, clip
+from mmrec.contract import quote
+from mmrec.serve.item_table import ItemTable
 from mmrec.serve.results import Because, Recommendation
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class Retriever:
             unknown = [h for h in ask.history if h not in self.table]
             if unknown:
                 more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
-                shown = ", ".join(clip(i, 60) for i in unknown[:5]) + more
+                shown = ", ".join(quote(i, 60) for i in unknown[:5]) + more
                 log.warning("skipping %d unknown item(s) in the history of %s: %s", len(unknown), ask.who, shown)
             rows_list.append(self.table.rows(ask.history)[-max_len:])
         results: List[List[Recommendation]] = [[] for _ in asks]

@@ -30,6 +30,7 @@ from mmrec.data.download import fetch
 from mmrec.data.loaders.sequences import read_sequence_file
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
+from mmrec.limits import MAX_DATA_FILE_BYTES, MAX_DATA_ROWS, MAX_WHOLE_FILE_BYTES, check_size
 from mmrec.paths import mmrec_home
 from mmrec.urls import is_url
 
@@ -51,6 +52,7 @@ def _resolve(spec: FileSpec, root: Path, what: str) -> Path:
         raise DataError(f"data.{what}: file not found: {p}")
     if p.stat().st_size == 0:
         raise DataError(f"data.{what}: file is empty: {p}")
+    check_size(p.stat().st_size, MAX_DATA_FILE_BYTES, f"data.{what}: {p} bytes")
     return p
 
 
@@ -66,7 +68,17 @@ def _format_of(spec: FileSpec, path: Path) -> str:
 
 
 def read_table(path: Path, fmt: str, delimiter: Optional[str] = None) -> pd.DataFrame:
-    """Read a table file as strings (ids stay exact: no '0012' -> 12), naming the file on any error."""
+    """Read a table file as strings (ids stay exact: no '0012' -> 12), naming the file on any error.
+
+    Bounded: a ``.json`` file (parsed whole) at most :data:`~mmrec.limits.MAX_WHOLE_FILE_BYTES`, any table
+    at most :data:`~mmrec.limits.MAX_DATA_ROWS` rows.
+    """
+    df = _read_table(path, fmt, delimiter)
+    check_size(len(df), MAX_DATA_ROWS, f"{path}: rows")
+    return df
+
+
+def _read_table(path: Path, fmt: str, delimiter: Optional[str] = None) -> pd.DataFrame:
     try:
         if fmt in ("csv", "tsv"):
             sep = delimiter or ("\t" if fmt == "tsv" else ",")
@@ -76,6 +88,7 @@ def read_table(path: Path, fmt: str, delimiter: Optional[str] = None) -> pd.Data
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, dtype=False)
         if fmt == "json":
+            check_size(path.stat().st_size, MAX_WHOLE_FILE_BYTES, f"{path} (a .json file is read whole; use .jsonl)")
             obj = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(obj, list):
                 return pd.DataFrame(obj)
@@ -131,7 +144,7 @@ def _catalog(spec: FileSpec, root: Path) -> Catalog:
             p = Path(v).expanduser()
             return str(p if p.is_absolute() else (base / p).resolve())
         df["image"] = df["image"].map(resolve_image)
-    return Catalog(df)
+    return Catalog(df, str(path))
 
 
 def _interactions(spec: FileSpec, root: Path) -> Interactions:
@@ -142,7 +155,7 @@ def _interactions(spec: FileSpec, root: Path) -> Interactions:
     df = _apply_mapping(read_table(path, fmt, spec.delimiter), spec, path, ["user_id", "item_id"])
     if "timestamp" not in df.columns:
         log.warning("%s: no timestamp column; the file order is taken as the time order", path)
-        return Interactions(df, timestamps_are_order=True)
+        return Interactions(df, timestamps_are_order=True, source=str(path))
     ts = df["timestamp"]
     num = pd.to_numeric(ts, errors="coerce")
     if num.notna().all():
@@ -160,7 +173,7 @@ def _interactions(spec: FileSpec, root: Path) -> Interactions:
             raise DataError(f"{path}: unparsable timestamp {ts.iloc[row]!r} in data row {row + 1} "
                             f"({len(bad)} bad rows in all); use unix seconds or ISO dates")
         df["timestamp"] = parsed.astype("int64") // 10**9
-    return Interactions(df)
+    return Interactions(df, source=str(path))
 
 
 def load_generic(root: Path, cfg: DataConfig, work: Path) -> RecData:

@@ -27,6 +27,7 @@ from mmrec.data.loaders.registry import register, require_file
 from mmrec.data.loaders.text_utils import clean_field, display_title, normalise_title, split_title_year
 from mmrec.data.schema import Catalog, Interactions, RecData
 from mmrec.errors import DataError
+from mmrec.limits import MAX_MEMBER_BYTES, check_size
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def load_ml100k(root: Path, cfg: DataConfig, work: Path) -> RecData:
     zpath = require_file(root, "ml-100k/ml-100k.zip", "ml-100k")
     try:
         with zipfile.ZipFile(zpath) as z:
+            for name in ("ml-100k/u.data", "ml-100k/u.item", "ml-100k/u.genre"):  # sizes from the headers
+                check_size(z.getinfo(name).file_size, MAX_MEMBER_BYTES, f"{zpath}: member {name} bytes")
             u_data = z.read("ml-100k/u.data").decode("latin-1")
             u_item = z.read("ml-100k/u.item").decode("latin-1")
             u_genre = z.read("ml-100k/u.genre").decode("latin-1")

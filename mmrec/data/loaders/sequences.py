@@ -70,7 +70,7 @@ def read_sequence_file(path: Path, delimiter: str | None = None) -> Interactions
     if empty:
         log.warning("%s: %d users have no items and were skipped", path, empty)
     df = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": np.asarray(pos, dtype=np.int64)})
-    return Interactions(df, timestamps_are_order=True)
+    return Interactions(df, timestamps_are_order=True, source=str(path))
 
 
 def _s3rec_loader(name: str, stem: str):
