@@ -72,6 +72,7 @@ def _bad_calls(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "recommend": (["recommend", "--run", nx, "--user", "1"], "error"),
         "similar": (["similar", "--run", nx, "--item", "1"], "error"),
         "onboard": (["onboard", str(tmp / "missing.jsonl"), "--run", nx], "data"),
+        "remove": (["remove", "--run", nx, "1"], "error"),
         "export": (["export", "--run", nx, "--out", str(tmp / "exported")], "error"),
     }
 
