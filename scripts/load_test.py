@@ -56,6 +56,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.common import markdown_table, versions, write_result  # noqa: E402
+from mmrec.contract import MAX_TEXT_CHARS  # noqa: E402
 
 log = logging.getLogger("load_test")
 
@@ -243,7 +244,7 @@ MALFORMED: tuple[tuple[str, str, Any, Any, bool], ...] = (
     ("POST", "/recommend", {"user_id": "1", "k": "many"}, 422, False),
     ("POST", "/recommend", {"history": "1,2,3"}, 422, False),
     ("POST", "/recommend", {"user_id": "1", "surprise": True}, 422, False),
-    ("POST", "/recommend", {"query_text": "x" * 5000}, 422, False),
+    ("POST", "/recommend", {"query_text": "x" * (MAX_TEXT_CHARS + 1)}, 422, False),
     ("POST", "/recommend", b'{"history": [' + b'"x",' * 1_100_000 + b'"y"]}', 413, False),
     ("GET", "/recommend", None, 405, False),
     ("POST", "/similar", {"item_id": "1", "text": "both"}, 422, False),
